@@ -1,0 +1,94 @@
+"""Finding the application's code: loaded source files, the functions and code objects of a file, and
+code that is running right now. Used only on the agent's thread or at import, never on a probe hit."""
+
+from __future__ import annotations
+
+import gc
+import os
+import sys
+import types
+from collections.abc import Iterable
+from types import CodeType, FunctionType
+
+from keyhole.agent import safe_access as sa
+from keyhole.agent.line_index import walk_code
+
+_KEYHOLE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def normalize(path: str) -> str:
+    return os.path.normcase(os.path.abspath(path))
+
+
+def is_keyhole_file(path: str) -> bool:
+    return normalize(path).startswith(_KEYHOLE_ROOT + os.sep)
+
+
+def spec_matches(spec_file: str, path: str) -> bool:
+    """A probe's file matches a loaded path when it is that path, or a suffix of it at a '/' boundary."""
+    wanted = spec_file.replace("\\", "/")
+    actual = path.replace("\\", "/")
+    if os.path.isabs(wanted):
+        return normalize(wanted).replace("\\", "/") == actual
+    return actual == wanted or actual.endswith("/" + wanted.lstrip("./"))
+
+
+def loaded_sources() -> dict[str, list[str]]:
+    """{normalized path of a .py file: [names of modules loaded from it]}."""
+    out: dict[str, list[str]] = {}
+    for name, module in list(sys.modules.items()):
+        if module is None or not sa.is_module(module):
+            continue
+        namespace = sa.instance_dict(module)
+        if namespace is None:
+            continue
+        path = namespace.get("__file__")
+        if type(path) is not str or not path.endswith(".py"):
+            continue
+        out.setdefault(normalize(path), []).append(name)
+    return out
+
+
+def running_codes() -> list[CodeType]:
+    """Code objects of every frame on every thread's stack right now."""
+    codes: list[CodeType] = []
+    for frame in sys._current_frames().values():
+        current: types.FrameType | None = frame
+        while current is not None:
+            codes.append(current.f_code)
+            current = current.f_back
+    return codes
+
+
+def functions_from(paths: set[str]) -> list[FunctionType]:
+    """Every function object whose code comes from one of `paths` (a scan of the garbage collector)."""
+    names: dict[str, bool] = {}
+    found: list[FunctionType] = []
+    for obj in gc.get_objects():
+        if type(obj) is not FunctionType:
+            continue
+        filename = obj.__code__.co_filename
+        matched = names.get(filename)
+        if matched is None:
+            matched = names[filename] = normalize(filename) in paths
+        if matched:
+            found.append(obj)
+    return found
+
+
+def codes_from(paths: set[str], roots: Iterable[CodeType]) -> list[CodeType]:
+    """All code objects from `paths` reachable from `roots` (nested functions, lambdas, class bodies)."""
+    seen: set[int] = set()
+    out: list[CodeType] = []
+    names: dict[str, bool] = {}
+    for root in roots:
+        for code in walk_code(root):
+            if id(code) in seen:
+                continue
+            seen.add(id(code))
+            matched = names.get(code.co_filename)
+            if matched is None:
+                matched = names[code.co_filename] = normalize(code.co_filename) in paths
+            if matched:
+                out.append(code)
+    return out

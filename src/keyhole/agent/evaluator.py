@@ -1,0 +1,528 @@
+"""keyhole's own evaluator for checked expressions: the tree is compiled once into closures.
+
+The input is a tree that keyhole.protocol.expression already checked. Each operation goes through
+keyhole.agent.safe_access, so no application code runs. Cost is bounded: every syntax node costs
+one step, and operations that walk a container cost steps in proportion to its size; an evaluation
+that passes the budget raises StepBudgetExceeded and the probe is disabled.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+from keyhole.agent import safe_access as sa
+from keyhole.agent.errors import EvalError, RedactedRead, StepBudgetExceeded
+from keyhole.protocol.expression import MAX_EXPONENT, MAX_REPEAT, CheckedExpression
+from keyhole.protocol.limits import EXPRESSION_STEP_BUDGET
+from keyhole.protocol.redaction import NAME_CLASS, RedactionRules
+
+MAX_RESULT_ITEMS = 100_000
+_MISSING = sa.MISSING
+
+
+class Scope:
+    """What an expression can see: the frame's locals, then its globals. Lives for one probe hit."""
+
+    __slots__ = ("_locals", "budget", "frame", "steps")
+
+    def __init__(self, frame: FrameType, budget: int = EXPRESSION_STEP_BUDGET) -> None:
+        self.frame = frame
+        self._locals: Any = None
+        self.steps = 0
+        self.budget = budget
+
+    def lookup(self, name: str) -> Any:
+        local_vars = self._locals
+        if local_vars is None:
+            local_vars = self._locals = self.frame.f_locals
+        value = local_vars.get(name, _MISSING)
+        if value is _MISSING:
+            value = self.frame.f_globals.get(name, _MISSING)
+            if value is _MISSING:
+                raise EvalError(f"name {name!r} is not defined at this line")
+        return value
+
+    def charge(self, steps: int) -> None:
+        self.steps += steps
+        if self.steps > self.budget:
+            raise StepBudgetExceeded(f"expression used more than {self.budget} evaluator steps")
+
+
+Node = Callable[[Scope], Any]
+
+
+class CompiledExpression:
+    """A checked expression ready to run against a frame."""
+
+    __slots__ = ("_fn", "nodes", "source")
+
+    def __init__(self, source: str, fn: Node, nodes: int) -> None:
+        self.source = source
+        self._fn = fn
+        self.nodes = nodes
+
+    def evaluate(self, scope: Scope) -> Any:
+        scope.charge(self.nodes)
+        try:
+            return self._fn(scope)
+        except EvalError:
+            raise
+        except (ArithmeticError, TypeError, ValueError, LookupError, AttributeError, UnicodeError) as exc:
+            raise EvalError(f"{type(exc).__name__}: {exc}") from None
+        except (RecursionError, MemoryError) as exc:
+            raise EvalError(f"{type(exc).__name__} while evaluating") from None
+
+
+def compile_expression(checked: CheckedExpression, rules: RedactionRules, reveal: tuple[str, ...] = ()) -> CompiledExpression:
+    compiler = _Compiler(rules, NAME_CLASS in reveal)
+    return CompiledExpression(checked.source, compiler.node(checked.body), checked.nodes)
+
+
+def _bounded(value: Any, scope: Scope) -> Any:
+    """Charge for a freshly built container or string, refusing results that could exhaust memory."""
+    if type(value) in (str, bytes, list, tuple):
+        n = len(value)
+        if n > MAX_RESULT_ITEMS:
+            raise EvalError(f"result would hold {n} items (the limit is {MAX_RESULT_ITEMS})")
+        scope.charge(n // 64)
+    return value
+
+
+def _numbers(a: Any, b: Any, op: str) -> None:
+    if not (sa.is_number(a) and sa.is_number(b)):
+        raise EvalError(
+            f"'{op}' needs numbers here (got {sa.type_name(a)} and {sa.type_name(b)}); "
+            "keyhole does not run application operators"
+        )
+
+
+def _add(a: Any, b: Any, scope: Scope) -> Any:
+    ta, tb = type(a), type(b)
+    if sa.is_number(a) and sa.is_number(b):
+        return a + b
+    if ta is tb and ta in (str, bytes, list, tuple):
+        if len(a) + len(b) > MAX_RESULT_ITEMS:
+            raise EvalError(f"result would hold more than {MAX_RESULT_ITEMS} items")
+        return _bounded(a + b, scope)
+    raise EvalError(f"'+' is not allowed between {sa.type_name(a)} and {sa.type_name(b)}")
+
+
+def _mul(a: Any, b: Any, scope: Scope) -> Any:
+    if sa.is_number(a) and sa.is_number(b):
+        return a * b
+    seq, count = (a, b) if type(b) in (int, bool) else (b, a)
+    if type(seq) in (str, bytes, list, tuple) and type(count) in (int, bool):
+        if count > MAX_REPEAT or len(seq) * max(count, 0) > MAX_RESULT_ITEMS:
+            raise EvalError(f"repetition would build more than {MAX_RESULT_ITEMS} items")
+        return _bounded(seq * count, scope)
+    raise EvalError(f"'*' is not allowed between {sa.type_name(a)} and {sa.type_name(b)}")
+
+
+def _pow(a: Any, b: Any, scope: Scope) -> Any:
+    _numbers(a, b, "**")
+    if isinstance(a, int) and isinstance(b, int) and not isinstance(a, bool):
+        if abs(b) > MAX_EXPONENT or (b > 0 and a.bit_length() * b > 1_000_000):
+            raise EvalError(f"{sa.type_name(a)} ** {b} could explode (exponent limit {MAX_EXPONENT})")
+    elif isinstance(b, int | float) and abs(b) > MAX_EXPONENT and isinstance(a, int) and abs(a) > 1:
+        raise EvalError(f"exponent {b} could explode (limit {MAX_EXPONENT})")
+    return a**b
+
+
+def _ints(a: Any, b: Any, op: str) -> None:
+    if type(a) not in (int, bool) or type(b) not in (int, bool):
+        raise EvalError(f"'{op}' needs integers (got {sa.type_name(a)} and {sa.type_name(b)})")
+
+
+def _lshift(a: Any, b: Any, scope: Scope) -> Any:
+    _ints(a, b, "<<")
+    if b > MAX_EXPONENT or a.bit_length() + b > 1_000_000:
+        raise EvalError(f"shift by {b} could explode (limit {MAX_EXPONENT})")
+    return a << b
+
+
+def _binop(op: str, fn: Callable[[Any, Any], Any]) -> Callable[[Any, Any, Scope], Any]:
+    def apply(a: Any, b: Any, scope: Scope) -> Any:
+        _numbers(a, b, op)
+        return fn(a, b)
+
+    return apply
+
+
+def _intop(op: str, fn: Callable[[Any, Any], Any]) -> Callable[[Any, Any, Scope], Any]:
+    def apply(a: Any, b: Any, scope: Scope) -> Any:
+        _ints(a, b, op)
+        return fn(a, b)
+
+    return apply
+
+
+_BINOPS: dict[type[ast.operator], Callable[[Any, Any, Scope], Any]] = {
+    ast.Add: _add,
+    ast.Mult: _mul,
+    ast.Pow: _pow,
+    ast.LShift: _lshift,
+    ast.Sub: _binop("-", lambda a, b: a - b),
+    ast.Div: _binop("/", lambda a, b: a / b),
+    ast.FloorDiv: _binop("//", lambda a, b: a // b),
+    ast.Mod: _binop("%", lambda a, b: a % b),
+    ast.RShift: _intop(">>", lambda a, b: a >> b),
+    ast.BitAnd: _intop("&", lambda a, b: a & b),
+    ast.BitOr: _intop("|", lambda a, b: a | b),
+    ast.BitXor: _intop("^", lambda a, b: a ^ b),
+}
+
+
+def _compare(op: ast.cmpop, a: Any, b: Any, scope: Scope) -> bool:
+    if isinstance(op, ast.Is):
+        return a is b
+    if isinstance(op, ast.IsNot):
+        return a is not b
+    if isinstance(op, ast.Eq):
+        return sa.equals(a, b)
+    if isinstance(op, ast.NotEq):
+        return not sa.equals(a, b)
+    if isinstance(op, ast.In | ast.NotIn):
+        found, cost = sa.contains(b, a)
+        scope.charge(cost)
+        return found if isinstance(op, ast.In) else not found
+    symbol = {ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">="}[type(op)]
+    return sa.order(symbol, a, b)
+
+
+def _elements(value: Any, scope: Scope) -> list[Any]:
+    items = list(sa.iterate(value))
+    scope.charge(len(items) // 4 + 1)
+    return items
+
+
+def _minmax(name: str, args: list[Any], scope: Scope) -> Any:
+    items = _elements(args[0], scope) if len(args) == 1 else args
+    if not items:
+        raise EvalError(f"{name}() of an empty container")
+    if not all(sa.is_plain(v, 1, ("__lt__", "__gt__", "__eq__")) for v in items):
+        raise EvalError(f"{name}() would compare objects with application comparison methods")
+    return min(items) if name == "min" else max(items)
+
+
+def _helper_len(args: list[Any], scope: Scope) -> Any:
+    return sa.size(args[0])
+
+
+def _helper_abs(args: list[Any], scope: Scope) -> Any:
+    if not sa.is_number(args[0]):
+        raise EvalError(f"abs() needs a number (got {sa.type_name(args[0])})")
+    return abs(args[0])
+
+
+def _helper_round(args: list[Any], scope: Scope) -> Any:
+    if not sa.is_number(args[0]) or (len(args) > 1 and type(args[1]) is not int):
+        raise EvalError("round() needs a number and an optional integer")
+    return round(*args)
+
+
+def _helper_sum(args: list[Any], scope: Scope) -> Any:
+    items = _elements(args[0], scope)
+    if not all(sa.is_number(v) for v in items):
+        raise EvalError("sum() needs numbers")
+    return sum(items)
+
+
+def _helper_any(args: list[Any], scope: Scope) -> Any:
+    return any(sa.truth(v) for v in _elements(args[0], scope))
+
+
+def _helper_all(args: list[Any], scope: Scope) -> Any:
+    return all(sa.truth(v) for v in _elements(args[0], scope))
+
+
+def _helper_sorted(args: list[Any], scope: Scope) -> Any:
+    items = _elements(args[0], scope)
+    if not all(sa.is_plain(v, 1, ("__lt__", "__gt__", "__eq__")) for v in items):
+        raise EvalError("sorted() would compare objects with application comparison methods")
+    scope.charge(len(items))
+    return sorted(items)
+
+
+def _helper_isinstance(args: list[Any], scope: Scope) -> Any:
+    return sa.isinstance_nominal(args[0], args[1])
+
+
+def _convert(kind: type) -> Callable[[list[Any], Scope], Any]:
+    def convert(args: list[Any], scope: Scope) -> Any:
+        value = args[0]
+        if not (sa.is_number(value) or sa.is_text(value)) or (kind is str and not sa.is_plain(value)):
+            raise EvalError(
+                f"{kind.__name__}() of a {sa.type_name(value)} would call its conversion methods; "
+                "convert one of its fields instead"
+            )
+        if kind is str:
+            return sa.plain_str(value)
+        if sa.is_text(value) and len(value) > 4300:
+            raise EvalError(f"{kind.__name__}() of a string longer than 4300 characters")
+        return kind(value)
+
+    return convert
+
+
+def _helper_bool(args: list[Any], scope: Scope) -> Any:
+    return sa.truth(args[0])
+
+
+def _helper_typename(args: list[Any], scope: Scope) -> Any:
+    return sa.type_name(args[0])
+
+
+_HELPERS: dict[str, Callable[[list[Any], Scope], Any]] = {
+    "len": _helper_len,
+    "min": lambda args, scope: _minmax("min", args, scope),
+    "max": lambda args, scope: _minmax("max", args, scope),
+    "abs": _helper_abs,
+    "round": _helper_round,
+    "sum": _helper_sum,
+    "any": _helper_any,
+    "all": _helper_all,
+    "sorted": _helper_sorted,
+    "isinstance": _helper_isinstance,
+    "int": _convert(int),
+    "float": _convert(float),
+    "str": _convert(str),
+    "bool": _helper_bool,
+    "typename": _helper_typename,
+}
+_ARITY = {"len": (1, 1), "abs": (1, 1), "round": (1, 2), "sum": (1, 1), "any": (1, 1), "all": (1, 1),
+          "sorted": (1, 1), "isinstance": (2, 2), "int": (1, 1), "float": (1, 1), "str": (1, 1),
+          "bool": (1, 1), "typename": (1, 1), "min": (1, 8), "max": (1, 8)}
+
+_STR_METHODS = frozenset({
+    "startswith", "endswith", "lower", "upper", "strip", "lstrip", "rstrip", "find", "count", "split",
+    "isdigit", "isalpha", "isalnum", "isspace",
+})
+_DICT_METHODS = frozenset({"get", "keys", "values", "items"})
+
+
+def _text_args(args: list[Any]) -> None:
+    for arg in args:
+        if type(arg) in (str, bytes, int, bool) or arg is None:
+            continue
+        if type(arg) is tuple and all(type(a) in (str, bytes) for a in arg):
+            continue
+        raise EvalError(f"string method arguments must be strings or integers (got {sa.type_name(arg)})")
+
+
+class _Compiler:
+    def __init__(self, rules: RedactionRules, reveal_secrets: bool) -> None:
+        self.rules = rules
+        self.reveal_secrets = reveal_secrets
+
+    def node(self, node: ast.expr) -> Node:
+        method: Callable[[Any], Node] = getattr(self, f"c_{type(node).__name__}")
+        return method(node)
+
+    def c_Constant(self, node: ast.Constant) -> Node:
+        value = node.value
+        return lambda scope: value
+
+    def c_Name(self, node: ast.Name) -> Node:
+        name = node.id
+        return lambda scope: scope.lookup(name)
+
+    def c_Attribute(self, node: ast.Attribute) -> Node:
+        target = self.node(node.value)
+        attr = node.attr
+        get = sa.get_attribute
+        return lambda scope: get(target(scope), attr)
+
+    def _check_key(self, key: Any) -> None:
+        if type(key) is str and not self.reveal_secrets and self.rules.name_is_secret(key):
+            raise RedactedRead(f"key {key!r} is redacted (class {NAME_CLASS})")
+
+    def c_Subscript(self, node: ast.Subscript) -> Node:
+        target = self.node(node.value)
+        key_fn = self.node(node.slice)
+        check = self._check_key
+
+        def subscript(scope: Scope) -> Any:
+            obj = target(scope)
+            key = key_fn(scope)
+            check(key)
+            result = sa.get_item(obj, key)
+            if type(key) is slice:
+                _bounded(result, scope)
+            return result
+
+        return subscript
+
+    def c_Slice(self, node: ast.Slice) -> Node:
+        parts = [self.node(p) if p is not None else None for p in (node.lower, node.upper, node.step)]
+        return lambda scope: slice(*(p(scope) if p is not None else None for p in parts))
+
+    def c_BoolOp(self, node: ast.BoolOp) -> Node:
+        values = [self.node(v) for v in node.values]
+        truth = sa.truth
+        if isinstance(node.op, ast.And):
+
+            def both(scope: Scope) -> Any:
+                result: Any = None
+                for fn in values:
+                    result = fn(scope)
+                    if not truth(result):
+                        return result
+                return result
+
+            return both
+
+        def either(scope: Scope) -> Any:
+            result: Any = None
+            for fn in values:
+                result = fn(scope)
+                if truth(result):
+                    return result
+            return result
+
+        return either
+
+    def c_UnaryOp(self, node: ast.UnaryOp) -> Node:
+        operand = self.node(node.operand)
+        op = node.op
+        if isinstance(op, ast.Not):
+            return lambda scope: not sa.truth(operand(scope))
+
+        def unary(scope: Scope) -> Any:
+            value = operand(scope)
+            if isinstance(op, ast.Invert):
+                if type(value) not in (int, bool):
+                    raise EvalError(f"'~' needs an integer (got {sa.type_name(value)})")
+                return ~value
+            if not sa.is_number(value):
+                raise EvalError(f"unary minus or plus needs a number (got {sa.type_name(value)})")
+            return -value if isinstance(op, ast.USub) else +value
+
+        return unary
+
+    def c_BinOp(self, node: ast.BinOp) -> Node:
+        left = self.node(node.left)
+        right = self.node(node.right)
+        apply = _BINOPS[type(node.op)]
+        return lambda scope: apply(left(scope), right(scope), scope)
+
+    def c_Compare(self, node: ast.Compare) -> Node:
+        left = self.node(node.left)
+        ops = list(zip(node.ops, [self.node(c) for c in node.comparators], strict=True))
+        if len(ops) == 1:
+            (op, right), = ops
+            return lambda scope: _compare(op, left(scope), right(scope), scope)
+
+        def chain(scope: Scope) -> bool:
+            a = left(scope)
+            for op, fn in ops:
+                b = fn(scope)
+                if not _compare(op, a, b, scope):
+                    return False
+                a = b
+            return True
+
+        return chain
+
+    def c_IfExp(self, node: ast.IfExp) -> Node:
+        test, body, orelse = self.node(node.test), self.node(node.body), self.node(node.orelse)
+        return lambda scope: body(scope) if sa.truth(test(scope)) else orelse(scope)
+
+    def c_Tuple(self, node: ast.Tuple) -> Node:
+        elts = [self.node(e) for e in node.elts]
+        return lambda scope: tuple(e(scope) for e in elts)
+
+    def c_List(self, node: ast.List) -> Node:
+        elts = [self.node(e) for e in node.elts]
+        return lambda scope: [e(scope) for e in elts]
+
+    def c_Set(self, node: ast.Set) -> Node:
+        elts = [self.node(e) for e in node.elts]
+
+        def build(scope: Scope) -> Any:
+            values = [e(scope) for e in elts]
+            if not all(sa.is_plain(v) for v in values):
+                raise EvalError("a set literal would hash objects with application __hash__")
+            return set(values)
+
+        return build
+
+    def c_Dict(self, node: ast.Dict) -> Node:
+        keys = [self.node(k) for k in node.keys if k is not None]
+        values = [self.node(v) for v in node.values]
+
+        def build(scope: Scope) -> Any:
+            ks = [k(scope) for k in keys]
+            if not all(sa.is_plain(k) for k in ks):
+                raise EvalError("a dict literal would hash objects with application __hash__")
+            return dict(zip(ks, [v(scope) for v in values], strict=True))
+
+        return build
+
+    def c_Call(self, node: ast.Call) -> Node:
+        args = [self.node(a) for a in node.args]
+        func = node.func
+        if isinstance(func, ast.Name):
+            name = func.id
+            helper = _HELPERS[name]
+            low, high = _ARITY[name]
+            if not low <= len(args) <= high:
+                raise EvalError(f"{name}() takes {low}{'' if low == high else f' to {high}'} argument(s)")
+            return lambda scope: helper([a(scope) for a in args], scope)
+        assert isinstance(func, ast.Attribute)
+        receiver = self.node(func.value)
+        method = func.attr
+        check = self._check_key
+
+        def call_method(scope: Scope) -> Any:
+            obj = receiver(scope)
+            values = [a(scope) for a in args]
+            base = sa.builtin_base(type(obj))
+            if method in _STR_METHODS and base in (str, bytes):
+                _text_args(values)
+                scope.charge(len(obj) // 64 + 1)
+                return _bounded(getattr(base, method)(obj, *values), scope)
+            if method in _DICT_METHODS and base is dict:
+                if method == "get":
+                    if not 1 <= len(values) <= 2:
+                        raise EvalError(".get() takes a key and an optional default")
+                    check(values[0])
+                    try:
+                        return sa.dict_get(obj, values[0])
+                    except sa.KeyMissing:
+                        return values[1] if len(values) == 2 else None
+                if values:
+                    raise EvalError(f".{method}() takes no arguments")
+                view = getattr(dict, method)(obj)
+                scope.charge(len(view) // 4 + 1)
+                items = list(view)
+                if method in ("keys", "items"):
+                    for key in dict.keys(obj):
+                        check(key)
+                return items
+            if method == "count" and base in (list, tuple):
+                if len(values) != 1:
+                    raise EvalError(".count() takes one argument")
+                found = [v for v in sa.iterate(obj)]
+                scope.charge(len(found) // 4 + 1)
+                if not sa.all_plain(found) or not sa.is_plain(values[0]):
+                    raise EvalError(".count() would compare objects with application __eq__")
+                return found.count(values[0])
+            raise EvalError(f".{method}() is not available on a {sa.type_name(obj)}")
+
+        return call_method
+
+
+def is_finite_number(value: Any) -> bool:
+    """True for ints and finite floats: the values a metric can summarise."""
+    if type(value) in (int, bool):
+        return True
+    if sa.is_number(value) and not isinstance(value, complex):
+        try:
+            return math.isfinite(float(value))
+        except (OverflowError, ValueError, TypeError):
+            return False
+    return False

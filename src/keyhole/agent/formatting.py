@@ -1,0 +1,67 @@
+"""Formatting values into log lines without calling __str__, __repr__ or __format__ of application types."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from keyhole.agent import safe_access as sa
+from keyhole.agent.capture import Capturer, LongText, NameFilter
+from keyhole.agent.errors import EvalError
+from keyhole.protocol.limits import CaptureLimits
+
+INLINE_LIMITS = CaptureLimits(depth=2, items=10, string=255, fields=10, snapshot_bytes=2048)
+MAX_MESSAGE = 4096
+
+
+def format_value(value: Any, spec: str, names: NameFilter) -> str:
+    if spec:
+        if (sa.is_number(value) or sa.is_text(value)) and sa.dunder_is_c(type(value), "__format__"):
+            text: str = format(value, spec)
+            return text
+        raise EvalError(f"format spec {spec!r} applies to numbers and strings only (got {sa.type_name(value)})")
+    cls = type(value)
+    if cls is str:
+        return value  # type: ignore[no-any-return]
+    if sa.is_plain(value, 0) and sa.builtin_base(cls) in (None, str, bytes):
+        try:
+            return sa.plain_str(value)
+        except EvalError:
+            pass
+    return render_inline(Capturer(names, INLINE_LIMITS).value(value))
+
+
+def render_inline(value: Any, top: bool = True) -> str:
+    """A captured value as one short line: Order(id=7, total=99.5), [1, 2], {'k': 'v'}."""
+    if isinstance(value, LongText):
+        return (value.text if top else repr(value.text)) + "..."
+    if isinstance(value, str):
+        return value if top else repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_more(v) for v in value) + "]"
+    if isinstance(value, dict):
+        if "@redacted" in value:
+            return f"[redacted:{value['@redacted']}]"
+        type_name = value.get("@type")
+        if "@value" in value:
+            return render_inline(value["@value"], top)
+        if "@name" in value:
+            return f"<{type_name} {value['@name']}>"
+        if "@items" in value:
+            inner = ", ".join(render_inline(v, False) for v in value["@items"])
+            more = ", ..." if value.get("@more") else ""
+            return f"{type_name}({inner}{more})"
+        if "@entries" in value:
+            inner = ", ".join(f"{render_inline(k, False)}: {render_inline(v, False)}" for k, v in value["@entries"])
+            return "{" + inner + (", ..." if value.get("@more") else "") + "}"
+        fields = [(k[1:] if k.startswith("@@") else k, v) for k, v in value.items() if not k.startswith("@") or k.startswith("@@")]
+        more = ", ..." if value.get("@more") or value.get("@truncated") else ""
+        if type_name is None:
+            return "{" + ", ".join(f"{k!r}: {render_inline(v, False)}" for k, v in fields) + more + "}"
+        return f"{type_name}(" + ", ".join(f"{k}={render_inline(v, False)}" for k, v in fields) + more + ")"
+    return repr(value)
+
+
+def _more(value: Any) -> str:
+    if isinstance(value, dict) and "@more" in value and len(value) == 1:
+        return f"... {value['@more']} more"
+    return render_inline(value, False)

@@ -1,0 +1,40 @@
+"""Reading a thread's stack at a probe hit: file, line and function of each frame, locals of the top few.
+
+Frame objects are used only while the hit is being handled and are never stored: CPython 3.13.0
+crashes reading the locals of a frame that outlived its generator (gh-125723).
+"""
+
+from __future__ import annotations
+
+from types import FrameType
+from typing import Any
+
+from keyhole.agent.capture import Capturer
+
+
+def frame_summary(frame: FrameType) -> dict[str, Any]:
+    code = frame.f_code
+    return {"file": code.co_filename, "line": frame.f_lineno, "function": code.co_qualname}
+
+
+def frame_locals(frame: FrameType, capturer: Capturer) -> dict[str, Any]:
+    """The frame's local variables, captured; a module-level frame shows its data, not its imports."""
+    module_level = frame.f_code.co_name == "<module>"
+    return capturer.fields(frame.f_locals.items(), 0, skip_module_noise=module_level)
+
+
+def capture_stack(
+    frame: FrameType | None,
+    capturer: Capturer,
+    with_locals: int,
+    max_frames: int,
+) -> list[dict[str, Any]]:
+    """The stack from `frame` outwards (top frame first)."""
+    out: list[dict[str, Any]] = []
+    while frame is not None and len(out) < max_frames:
+        entry = frame_summary(frame)
+        if len(out) < with_locals:
+            entry["locals"] = frame_locals(frame, capturer)
+        out.append(entry)
+        frame = frame.f_back
+    return out

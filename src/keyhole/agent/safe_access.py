@@ -1,0 +1,530 @@
+"""Reading application objects without running application code (DESIGN rule 1).
+
+Every read the evaluator and the capture make goes through here. The rules:
+
+- type facts (MRO, name, class namespace) are read through `type`'s own C descriptors, so a
+  metaclass cannot intercept them;
+- an attribute is read only from the instance's own storage (``__dict__``/``__slots__``) or as a
+  plain class attribute; properties, other descriptors and ``__getattr__`` never run;
+- an operation that dispatches to a dunder method (``==``, ``<``, ``hash``, ``len``, ``bool``,
+  arithmetic) is performed only when the dunder that would run is a C slot of a built-in type;
+- nothing is hashed or compared unless every object involved passes that test.
+
+Types are looked up by ``id()``: hashing a class could run its metaclass's ``__hash__``.
+"""
+
+from __future__ import annotations
+
+import builtins
+import collections
+import datetime
+import types
+from collections.abc import Iterable, Iterator
+from typing import Any, Final
+
+from keyhole.agent.errors import EvalError
+
+MISSING: Final = object()
+
+_mro_of = type.__dict__["__mro__"].__get__
+_namespace_of = type.__dict__["__dict__"].__get__
+_qualname_of = type.__dict__["__qualname__"].__get__
+_module_of = type.__dict__["__module__"].__get__
+_name_of = type.__dict__["__name__"].__get__
+_module_dict = types.ModuleType.__dict__["__dict__"].__get__
+_generic_getattr = object.__getattribute__
+
+_WRAPPER = types.WrapperDescriptorType
+_GETSET = types.GetSetDescriptorType
+_MEMBER = types.MemberDescriptorType
+_TUPLEGETTER = type(collections.namedtuple("_P", "x").__dict__["x"])
+_NONE_TYPE = type(None)
+
+try:  # the C implementation; the pure-Python fallback is handled like any other class
+    import _decimal
+
+    _DECIMAL_TYPES: tuple[type, ...] = (_decimal.Decimal,)
+except ImportError:  # pragma: no cover - CPython always builds _decimal
+    _DECIMAL_TYPES = ()
+
+# Scalars whose comparison, hashing and truth are C code with no hooks.
+SCALAR_TYPES: tuple[type, ...] = (
+    _NONE_TYPE, bool, int, float, complex, str, bytes,
+    datetime.date, datetime.datetime, datetime.time, datetime.timedelta, *_DECIMAL_TYPES,
+)
+_SCALAR_IDS: Final = frozenset(map(id, SCALAR_TYPES))
+_NUMBER_IDS: Final = frozenset(map(id, (bool, int, float, complex, *_DECIMAL_TYPES)))
+_STR_IDS: Final = frozenset(map(id, (str, bytes)))
+
+# Built-in containers and scalars: the bases whose C slots we trust.
+CONTAINER_BASES: tuple[type, ...] = (
+    list, tuple, dict, set, frozenset, collections.deque, bytearray, range,
+)
+_TRUSTED_OWNERS: tuple[type, ...] = (
+    object, *SCALAR_TYPES, *CONTAINER_BASES, collections.OrderedDict, collections.defaultdict,
+    slice, datetime.timezone, datetime.tzinfo, BaseException,
+)
+_TRUSTED_OWNER_IDS: Final = frozenset(map(id, _TRUSTED_OWNERS))
+# Types whose getset/member descriptors (C code) may be read: plain data, no side effects.
+_READABLE_DESCRIPTOR_OWNER_IDS: Final = frozenset(
+    map(
+        id,
+        (
+            int, float, complex, bool, str, bytes, slice, range, *_DECIMAL_TYPES,
+            datetime.date, datetime.datetime, datetime.time, datetime.timedelta, datetime.timezone,
+            *(t for t in vars(builtins).values() if isinstance(t, type) and issubclass(t, BaseException)),
+        ),
+    )
+)
+_BASE_BY_ID: Final = {id(t): t for t in (str, bytes, bytearray, *CONTAINER_BASES)}
+
+
+class UnsafeOperation(EvalError):
+    """An operation would run application code, or is not defined for the object: the reason is for the user."""
+
+
+class KeyMissing(UnsafeOperation):
+    """A dict has no such key."""
+
+
+def mro(cls: type) -> tuple[type, ...]:
+    result: tuple[type, ...] = _mro_of(cls)
+    return result
+
+
+def class_lookup(cls: type, name: str) -> Any:
+    """The raw class attribute `name` as attribute lookup would find it in the MRO, or MISSING."""
+    for klass in _mro_of(cls):
+        value = _namespace_of(klass).get(name, MISSING)
+        if value is not MISSING:
+            return value
+    return MISSING
+
+
+def class_name(cls: type) -> str:
+    name = _name_of(cls)
+    return name if type(name) is str else "?"
+
+
+def qualified_name(cls: type) -> str:
+    try:
+        qual = _qualname_of(cls)
+        module = _module_of(cls)
+    except (AttributeError, TypeError):
+        return "?"
+    if not isinstance(qual, str):
+        qual = "?"
+    if not isinstance(module, str) or module == "builtins":
+        return qual
+    return f"{module}.{qual}"
+
+
+def _is_subclass(cls: type, base: type) -> bool:
+    return any(k is base for k in _mro_of(cls))
+
+
+def is_class(obj: object) -> bool:
+    """True when obj is a class (its type derives from `type`)."""
+    return _is_subclass(type(obj), type)
+
+
+def is_module(obj: object) -> bool:
+    return _is_subclass(type(obj), types.ModuleType)
+
+
+def builtin_base(cls: type) -> type | None:
+    """The built-in container or string type cls derives from, if any."""
+    base = _BASE_BY_ID.get(id(cls))
+    if base is not None:
+        return base
+    for klass in _mro_of(cls):
+        base = _BASE_BY_ID.get(id(klass))
+        if base is not None:
+            return base
+    return None
+
+
+def dunder_is_c(cls: type, name: str) -> bool:
+    """True when the method `name` that Python would run for cls is a C slot of a trusted built-in type."""
+    if id(cls) in _TRUSTED_OWNER_IDS:
+        return True
+    found = class_lookup(cls, name)
+    if found is MISSING or found is None:
+        return True
+    if type(found) is _WRAPPER:
+        return id(found.__objclass__) in _TRUSTED_OWNER_IDS
+    return False
+
+
+_EQ = ("__eq__", "__ne__")
+_ORDER = ("__lt__", "__le__", "__gt__", "__ge__", "__eq__", "__ne__")
+_HASH = ("__hash__", "__eq__", "__ne__")
+
+
+def _all_c(cls: type, names: tuple[str, ...]) -> bool:
+    return id(cls) in _SCALAR_IDS or all(dunder_is_c(cls, n) for n in names)
+
+
+class TypeLayout:
+    """Where a type keeps instance state: its ``__dict__`` descriptor and its slots. Cached per type."""
+
+    __slots__ = ("cls", "dict_descriptor", "qualname", "slots")
+
+    def __init__(self, cls: type) -> None:
+        self.cls = cls
+        self.qualname = qualified_name(cls)
+        descriptor = class_lookup(cls, "__dict__")
+        self.dict_descriptor = descriptor if type(descriptor) in (_GETSET, _MEMBER) else None
+        slots: list[tuple[str, Any]] = []
+        seen: set[str] = set()
+        for klass in _mro_of(cls):
+            namespace = _namespace_of(klass)
+            declared = namespace.get("__slots__", ())
+            if isinstance(declared, str):
+                declared = (declared,)
+            if not isinstance(declared, tuple | list | dict):
+                continue
+            for raw in declared:
+                if not isinstance(raw, str) or raw in ("__dict__", "__weakref__"):
+                    continue
+                name = raw
+                if raw.startswith("__") and not raw.endswith("__"):
+                    name = f"_{_qualname_of(klass).rsplit('.', 1)[-1].lstrip('_')}{raw}"
+                member = namespace.get(name)
+                if type(member) is _MEMBER and raw not in seen:
+                    seen.add(raw)
+                    slots.append((raw, member))
+        self.slots = tuple(slots)
+
+
+_LAYOUTS: dict[int, TypeLayout] = {}
+_MAX_LAYOUTS = 8192
+
+
+def layout(cls: type) -> TypeLayout:
+    entry = _LAYOUTS.get(id(cls))
+    if entry is not None and entry.cls is cls:
+        return entry
+    if len(_LAYOUTS) >= _MAX_LAYOUTS:
+        _LAYOUTS.clear()
+    entry = TypeLayout(cls)
+    _LAYOUTS[id(cls)] = entry
+    return entry
+
+
+def instance_dict(obj: object) -> dict[str, Any] | None:
+    """The instance's own attribute dict, read through the C descriptor, or None."""
+    cls = type(obj)
+    if _is_subclass(cls, types.ModuleType):
+        d = _module_dict(obj)
+        return d if type(d) is dict else None
+    descriptor = layout(cls).dict_descriptor
+    if descriptor is None:
+        return None
+    try:
+        d = descriptor.__get__(obj, cls)
+    except (AttributeError, TypeError):
+        return None
+    return d if type(d) is dict else None
+
+
+def instance_fields(obj: object) -> Iterator[tuple[str, Any]]:
+    """(name, value) of every attribute stored on the instance: dict first, then slots."""
+    d = instance_dict(obj)
+    if d is not None:
+        for key, value in dict.items(d):
+            if type(key) is str:
+                yield key, value
+    for name, member in layout(type(obj)).slots:
+        try:
+            value = member.__get__(obj, type(obj))
+        except AttributeError:
+            continue
+        yield name, value
+
+
+def _has_get(value: object) -> bool:
+    vt = type(value)
+    if id(vt) in _SCALAR_IDS or id(vt) in _BASE_BY_ID:
+        return False
+    return class_lookup(vt, "__get__") is not MISSING
+
+
+def _is_data_descriptor(value: object) -> bool:
+    vt = type(value)
+    return class_lookup(vt, "__set__") is not MISSING or class_lookup(vt, "__delete__") is not MISSING
+
+
+def get_attribute(obj: object, name: str) -> Any:
+    """``obj.name`` read from the object's own storage; raise UnsafeOperation instead of running code."""
+    cls = type(obj)
+    if _is_subclass(cls, types.ModuleType):
+        value = _module_dict(obj).get(name, MISSING)
+        if value is MISSING:
+            raise UnsafeOperation(f"module has no attribute {name!r}")
+        return value
+    if _is_subclass(cls, type):
+        # A class: its namespace, raw. A method or property comes back as the object itself, not run.
+        value = class_lookup(obj, name)  # type: ignore[arg-type]
+        if value is MISSING:
+            raise UnsafeOperation(f"class {qualified_name(obj)} has no attribute {name!r}")  # type: ignore[arg-type]
+        return value
+    found = class_lookup(cls, name)
+    if found is MISSING or not _has_get(found):
+        # No descriptor in the way: the generic lookup reads the instance storage or the plain class value.
+        try:
+            return _generic_getattr(obj, name)
+        except AttributeError:
+            raise UnsafeOperation(f"{layout(cls).qualname} object has no attribute {name!r}") from None
+    ft = type(found)
+    if ft is _MEMBER:
+        # A slot or a C struct member: a raw read of stored data, never code.
+        try:
+            return found.__get__(obj, cls)
+        except AttributeError:
+            raise UnsafeOperation(f"attribute {name!r} is not set") from None
+    if ft is _GETSET and id(found.__objclass__) in _READABLE_DESCRIPTOR_OWNER_IDS:
+        return found.__get__(obj, cls)
+    if ft is _TUPLEGETTER:
+        return found.__get__(obj, cls)
+    # A descriptor we will not run. A value stored on the instance under that name is still readable
+    # (ORMs keep loaded column values there).
+    d = instance_dict(obj)
+    if d is not None:
+        value = d.get(name, MISSING)
+        if value is not MISSING:
+            return value
+    kind = "property" if isinstance(found, property) else (
+        "method" if ft in (types.FunctionType, staticmethod, classmethod, types.BuiltinFunctionType)
+        or ft is types.MethodDescriptorType else "descriptor"
+    )
+    if kind == "method":
+        raise UnsafeOperation(f"{name!r} is a method of {layout(cls).qualname}; keyhole does not call methods")
+    raise UnsafeOperation(
+        f"{layout(cls).qualname}.{name} is a {kind}; keyhole never runs {kind} code (read the field it stores instead)"
+    )
+
+
+# --- operations that would dispatch to dunders ---------------------------------------------------
+
+
+def is_plain(value: object, depth: int = 2, names: tuple[str, ...] = _HASH) -> bool:
+    """True when comparing or hashing value runs C code only (containers are checked element by element)."""
+    cls = type(value)
+    if id(cls) in _SCALAR_IDS:
+        return True
+    if not _all_c(cls, names):
+        return False
+    base = builtin_base(cls)
+    if base is None or base in (str, bytes, bytearray, range):
+        return True
+    if depth <= 0:
+        return False
+    if base is dict:
+        return all(
+            is_plain(k, depth - 1, names) and is_plain(v, depth - 1, names)
+            for k, v in dict.items(value)  # type: ignore[arg-type]
+        )
+    return all(is_plain(v, depth - 1, names) for v in _iterate(value, base))
+
+
+def _iterate(value: object, base: type) -> Iterator[Any]:
+    iterator: Iterator[Any] = base.__iter__(value)  # type: ignore[attr-defined]
+    return iterator
+
+
+def iterate(value: object) -> Iterator[Any]:
+    """Iterate a built-in container or string with the base type's own C iterator."""
+    base = builtin_base(type(value))
+    if base is None:
+        raise UnsafeOperation(f"cannot iterate over a {layout(type(value)).qualname} (only built-in containers)")
+    if base is dict:
+        return iter(dict.keys(value))  # type: ignore[arg-type]
+    return _iterate(value, base)
+
+
+def size(value: object) -> int:
+    """len() of a built-in container or string, through the base type's C slot."""
+    cls = type(value)
+    base = builtin_base(cls)
+    if base is None:
+        raise UnsafeOperation(f"len() of a {layout(cls).qualname} would call its __len__; only built-in containers")
+    result: int = base.__len__(value)  # type: ignore[attr-defined]
+    return result
+
+
+def _check_comparable(a: object, b: object, names: tuple[str, ...]) -> None:
+    for v in (a, b):
+        if not is_plain(v, 2, names):
+            raise UnsafeOperation(
+                f"comparing a {layout(type(v)).qualname} would call application code; compare its fields instead"
+            )
+
+
+def equals(a: object, b: object) -> bool:
+    _check_comparable(a, b, _EQ)
+    return bool(a == b)
+
+
+def order(op: str, a: object, b: object) -> bool:
+    _check_comparable(a, b, _ORDER)
+    if op == "<":
+        return bool(a < b)  # type: ignore[operator]
+    if op == "<=":
+        return bool(a <= b)  # type: ignore[operator]
+    if op == ">":
+        return bool(a > b)  # type: ignore[operator]
+    return bool(a >= b)  # type: ignore[operator]
+
+
+def truth(value: object) -> bool:
+    cls = type(value)
+    if id(cls) in _SCALAR_IDS or id(cls) in _BASE_BY_ID:
+        return bool(value)
+    if dunder_is_c(cls, "__bool__") and dunder_is_c(cls, "__len__"):
+        return bool(value)
+    raise UnsafeOperation(f"the truth value of a {layout(cls).qualname} would call its __bool__ or __len__")
+
+
+def contains(container: object, item: object) -> tuple[bool, int]:
+    """``item in container`` and the number of elements it had to look at (for the step budget)."""
+    cls = type(container)
+    base = builtin_base(cls)
+    if base in (str, bytes, bytearray):
+        if type(item) not in (str, bytes, int):
+            raise UnsafeOperation("'in' on a string needs a string on the left")
+        found: bool = base.__contains__(container, item)  # type: ignore[union-attr]
+        return found, size(container) // 16 + 1
+    if base is None or base is range:
+        if base is range:
+            return bool(range.__contains__(container, item)), 1  # type: ignore[arg-type]
+        raise UnsafeOperation(f"'in' on a {layout(cls).qualname} would call its __contains__")
+    if not is_plain(item):
+        raise UnsafeOperation(f"'in' with a {layout(type(item)).qualname} would call its __eq__ or __hash__")
+    if base is dict:
+        keys = dict.keys(container)  # type: ignore[arg-type]
+        if not all_plain(keys):
+            raise UnsafeOperation("this dict has keys whose __eq__ or __hash__ is application code")
+        return item in keys, len(keys) // 16 + 1
+    elements = list(_iterate(container, base))
+    if not all_plain(elements):
+        raise UnsafeOperation("this container holds objects whose __eq__ or __hash__ is application code")
+    return item in elements, len(elements) // 4 + 1
+
+
+
+def all_plain(values: Iterable[Any]) -> bool:
+    """True when every value is plain. Fast path: the set of their types is already known to be plain."""
+    values = list(values)
+    kinds = set(map(id, map(type, values)))
+    if kinds <= _SCALAR_IDS:
+        return True
+    return all(is_plain(v) for v in values)
+
+
+def dict_get(d: object, key: object) -> Any:
+    """``d[key]`` for a built-in dict (or subclass) without __missing__, __hash__ or __eq__ of user types."""
+    if not is_plain(key):
+        raise UnsafeOperation(f"a {layout(type(key)).qualname} key would call its __hash__ and __eq__")
+    keys = dict.keys(d)  # type: ignore[arg-type]
+    if not all_plain(keys):
+        raise UnsafeOperation("this dict has keys whose __eq__ or __hash__ is application code")
+    value = dict.get(d, key, MISSING)  # type: ignore[arg-type]
+    if value is MISSING:
+        raise KeyMissing(f"key {key!r} not found")
+    return value
+
+
+def get_item(obj: object, key: object) -> Any:
+    """``obj[key]`` for built-in sequences, strings and dicts only."""
+    cls = type(obj)
+    base = builtin_base(cls)
+    if base is dict:
+        return dict_get(obj, key)
+    if base is None or base in (set, frozenset):
+        raise UnsafeOperation(
+            f"subscript on a {layout(cls).qualname} would call its __getitem__; only lists, tuples, strings and dicts"
+        )
+    if type(key) is slice:
+        for part in (key.start, key.stop, key.step):
+            if part is not None and type(part) not in (int, bool):
+                raise UnsafeOperation("slice bounds must be integers")
+    elif type(key) not in (int, bool):
+        raise UnsafeOperation(f"index must be an integer (got {layout(type(key)).qualname})")
+    try:
+        return base.__getitem__(obj, key)  # type: ignore[attr-defined]
+    except IndexError:
+        raise UnsafeOperation(f"index {key!r} out of range") from None
+
+
+def is_number(value: object) -> bool:
+    cls = type(value)
+    if id(cls) in _NUMBER_IDS:
+        return True
+    for base in (int, float, complex):
+        if _is_subclass(cls, base):
+            return all(dunder_is_c(cls, n) for n in _ARITH)
+    return False
+
+
+_ARITH = (
+    "__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__", "__truediv__", "__rtruediv__",
+    "__floordiv__", "__rfloordiv__", "__mod__", "__rmod__", "__pow__", "__rpow__", "__neg__", "__pos__",
+    "__abs__", "__invert__", "__lshift__", "__rshift__", "__and__", "__or__", "__xor__", "__round__",
+    "__index__", "__int__", "__float__", "__lt__", "__le__", "__gt__", "__ge__", "__eq__", "__ne__",
+)
+
+
+def is_text(value: object) -> bool:
+    return id(type(value)) in _STR_IDS or (builtin_base(type(value)) in (str, bytes) and _all_c(type(value), _HASH))
+
+
+def type_name(value: object) -> str:
+    return layout(type(value)).qualname
+
+
+def isinstance_nominal(value: object, target: object) -> bool:
+    """isinstance() by the MRO only: no __instancecheck__, no virtual subclasses (ABCs)."""
+    targets = target if type(target) is tuple else (target,)
+    classes = _mro_of(type(value))
+    for t in targets:
+        if type(t) is str:
+            if any(_qualname_of(k) == t or qualified_name(k) == t for k in classes):
+                return True
+        elif is_class(t):
+            if any(k is t for k in classes):
+                return True
+        else:
+            raise UnsafeOperation("isinstance() needs a class, a type name string, or a tuple of them")
+    return False
+
+
+
+_STR_OF: dict[int, Any] = {
+    id(str): str.__str__,
+    id(int): int.__repr__,
+    id(bool): int.__repr__,
+    id(float): float.__repr__,
+    id(complex): complex.__repr__,
+    id(bytes): bytes.__repr__,
+    id(_NONE_TYPE): lambda v: "None",
+    id(datetime.date): datetime.date.__str__,
+    id(datetime.datetime): datetime.datetime.__str__,
+    id(datetime.time): datetime.time.__str__,
+    id(datetime.timedelta): datetime.timedelta.__str__,
+    **{id(t): t.__str__ for t in _DECIMAL_TYPES},
+}
+
+
+def plain_str(value: object) -> str:
+    """str() of a scalar through its built-in base's C method (a str or int subclass's own __str__ never runs)."""
+    fn = _STR_OF.get(id(type(value)))
+    if fn is None:
+        for klass in _mro_of(type(value)):
+            fn = _STR_OF.get(id(klass))
+            if fn is not None:
+                break
+    if fn is None:
+        raise UnsafeOperation(f"str() of a {type_name(value)} would call its __str__")
+    text: str = fn(value)
+    return text

@@ -1,0 +1,92 @@
+"""Finishing events on the agent's thread: names for thread ids, timestamps, redaction by value, JSON.
+
+Redaction by name and by type already happened during capture, on the hit. Here every string that
+came out of the process is checked for secrets by value (a card number, a JWT, an e-mail address...)
+before anything is encoded; long strings are cut to their limit only after that check.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from keyhole.agent.capture import LongText
+from keyhole.agent.stacks import thread_name
+from keyhole.protocol.events import format_timestamp
+from keyhole.protocol.redaction import MARKER_KEY, marker, redact_text
+
+# Fields written by keyhole itself, never from application data.
+_META = frozenset({"probe", "kind", "ts", "thread", "pid", "phase", "call", "duration_ms", "interval",
+                   "count", "values", "sum", "min", "max", "mean", "p50", "p90", "p99", "final",
+                   "locations", "backend", "suppressed", "event", "hits", "emitted", "errors",
+                   "cpu_ms", "service", "python", "keyhole", "instance"})
+_FRAME_META = frozenset({"file", "line", "function"})
+
+
+def _cut(text: str, limit: int) -> str:
+    cut = text[:limit]
+    open_marker = cut.rfind("[redacted:")
+    if open_marker != -1 and "]" not in cut[open_marker:]:
+        close = text.find("]", open_marker)
+        cut = text[: close + 1] if close != -1 else cut[:open_marker]
+    return cut
+
+
+def finish_value(value: Any, reveal: tuple[str, ...]) -> Any:
+    kind = type(value)
+    if kind is str:
+        text, whole = redact_text(value, reveal)
+        if whole is not None and text == f"[redacted:{whole}]":
+            return marker(whole)
+        return text
+    if kind is LongText:
+        text, _ = redact_text(value.text, reveal)
+        return {"@type": "str", "@value": _cut(text, value.limit), "@size": value.size}
+    if kind is list:
+        return [finish_value(v, reveal) for v in value]
+    if kind is dict:
+        if MARKER_KEY in value:
+            return value
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            if not key.startswith("@") or key.startswith("@@"):
+                new_key, _ = redact_text(key, reveal)
+                if new_key != key:
+                    key = f"{new_key}#{len(out)}"
+            out[key] = finish_value(item, reveal)
+        return out
+    if kind is float and not math.isfinite(value):
+        return {"@type": "float", "@value": repr(value)}
+    return value
+
+
+def finish_event(event: dict[str, Any], pid: int, reveal: tuple[str, ...]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in event.items():
+        if key == "ts":
+            out[key] = format_timestamp(value) if type(value) is float else value
+        elif key == "thread":
+            out[key] = thread_name(value) if type(value) is int else value
+        elif key == "frames":
+            out[key] = [
+                {k: (v if k in _FRAME_META else finish_value(v, reveal)) for k, v in frame.items()}
+                for frame in value
+            ]
+        elif key in _META:
+            out[key] = finish_value(value, ()) if type(value) is float and not math.isfinite(value) else value
+        else:
+            out[key] = finish_value(value, reveal)
+    out["pid"] = pid
+    return out
+
+
+def encode(event: dict[str, Any]) -> bytes:
+    return (json.dumps(event, ensure_ascii=False, separators=(",", ":"), default=_fallback) + "\n").encode(
+        "utf-8", "backslashreplace"
+    )
+
+
+def _fallback(value: Any) -> Any:
+    # Plain values only reach the encoder; anything else is a keyhole defect, shown, never fatal.
+    return {"@type": type(value).__name__, "@error": "unencodable"}

@@ -1,0 +1,198 @@
+"""The agent's own thread: finishes and writes events, installs probes, and runs the periodic checks
+(expiry, CPU budget, metric reports, stack dumps, pending probes). Application threads never wait on it."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from keyhole.agent import import_watch
+from keyhole.agent.probes import StacksProbe
+from keyhole.agent.shipping import finish_event
+from keyhole.agent.sites import AgentThread
+from keyhole.agent.stacks import task_stacks, thread_stacks
+from keyhole.agent.states import ACTIVE, DISABLED, INSTALLED, INSTALLING, PENDING, REMOVED, STOPPED
+from keyhole.protocol import events as ev
+
+if TYPE_CHECKING:
+    from keyhole.agent.agent import Agent
+
+TICK = 0.25
+BATCH = 512
+STATS_EVERY = 10.0
+_clock = time.monotonic
+
+
+@dataclass
+class _Schedule:
+    next_tick: float
+    next_metrics: float
+    next_stats: float
+    seen_cost: dict[str, float] = field(default_factory=dict)
+    seen_stats: dict[str, tuple[int, int, int, int]] = field(default_factory=dict)
+    reported_dropped: int = 0
+
+
+def run_worker(agent: Agent) -> None:
+    AgentThread.ident = threading.get_ident()
+    now = _clock()
+    schedule = _Schedule(now + TICK, now + agent.metric_interval, now + STATS_EVERY)
+    q = agent._queue
+    while True:
+        now = _clock()
+        try:
+            item: Any = q.get(timeout=max(0.0, min(schedule.next_tick - now, TICK)))
+        except queue.Empty:
+            item = None
+        events: list[dict[str, Any]] = []
+        commands: list[tuple[Any, ...]] = []
+        while item is not None:
+            if type(item) is dict:
+                events.append(item)
+            else:
+                commands.append(item)
+            if len(events) >= BATCH:
+                break
+            try:
+                item = q.get_nowait()
+            except queue.Empty:
+                item = None
+        ship(agent, events)
+        for command in commands:
+            if command[0] == "stop":
+                teardown(agent)
+                return
+            try:
+                _handle(agent, command)
+            except Exception as exc:  # a keyhole defect: report it, keep serving the other probes
+                agent.emit(agent._status(command[1] if len(command) > 1 else None, ev.ERROR,
+                                         error=f"internal error in keyhole: {type(exc).__name__}: {exc}"))
+        now = _clock()
+        if now >= schedule.next_tick:
+            try:
+                _periodic(agent, now, schedule)
+            except Exception as exc:
+                agent.emit(agent._status(None, ev.ERROR, error=f"internal error in keyhole: {type(exc).__name__}: {exc}"))
+            schedule.next_tick = now + TICK
+
+
+def _handle(agent: Agent, command: tuple[Any, ...]) -> None:
+    name, probe_id = command[0], command[1]
+    if name == "install":
+        agent.install(probe_id)
+    elif name == "remove":
+        agent.uninstall(probe_id, REMOVED)
+        entry = next((e for e in agent.entries() if e.probe.id == probe_id), None)
+        stats = entry.probe.stats() if entry is not None else {}
+        agent.emit(agent._status(probe_id, ev.REMOVED, **stats))
+    elif name == "uninstall":
+        agent.uninstall(probe_id, DISABLED)
+
+
+def ship(agent: Agent, events: list[dict[str, Any]]) -> None:
+    if not events:
+        return
+    probes = {e.probe.id: e.probe for e in agent.entries()}
+    finished: list[dict[str, Any]] = []
+    for event in events:
+        start = time.perf_counter()
+        probe = probes.get(event.get("probe") or "")
+        try:
+            finished.append(finish_event(event, agent.pid, probe.spec.reveal if probe is not None else ()))
+        except Exception as exc:
+            finished.append({"probe": event.get("probe"), "kind": ev.ERROR, "pid": agent.pid,
+                             "error": f"internal error in keyhole while finishing an event: {type(exc).__name__}"})
+        if probe is not None:
+            probe.ship_cost += time.perf_counter() - start
+    try:
+        agent._sink.write(finished)
+    except Exception:
+        agent.dropped += len(finished)
+
+
+def _periodic(agent: Agent, now: float, schedule: _Schedule) -> None:
+    entries = agent.entries()
+    clock = time.perf_counter()
+    used: dict[str, float] = {}
+    for entry in entries:
+        probe = entry.probe
+        if probe.enabled and entry.state in ACTIVE and clock >= probe.expires:
+            probe.expire()
+        total = probe.cost + probe.ship_cost
+        delta = total - schedule.seen_cost.get(probe.id, 0.0)
+        if delta > 0:
+            used[probe.id] = delta
+            schedule.seen_cost[probe.id] = total
+        if isinstance(probe, StacksProbe) and probe.enabled and entry.state == INSTALLED:
+            if probe.next_at is not None and clock >= probe.next_at:
+                agent.emit(agent._status(probe.id, ev.STACKS, threads=thread_stacks(AgentThread.ident), tasks=task_stacks()))
+                probe.admitted += 1
+                if probe.spec.every:
+                    probe.next_at = clock + probe.spec.every
+                else:
+                    probe.next_at = None
+                    probe.disable("done: the stacks were taken")
+    agent.check_budget(now, used)
+    if now >= schedule.next_metrics:
+        for report in agent.metric_reports(final=False):
+            agent.emit(report)
+        schedule.next_metrics = now + agent.metric_interval
+    agent.retry_pending(now)
+    if agent.dropped > schedule.reported_dropped:
+        agent.emit(agent._status(None, ev.DROPPED, count=agent.dropped - schedule.reported_dropped))
+        schedule.reported_dropped = agent.dropped
+    if now >= schedule.next_stats:
+        schedule.next_stats = now + STATS_EVERY
+        for entry in entries:
+            probe = entry.probe
+            key = (probe.hits, probe.admitted, probe.suppressed, probe.errors)
+            if entry.state == INSTALLED and schedule.seen_stats.get(probe.id) != key and probe.hits:
+                schedule.seen_stats[probe.id] = key
+                agent.emit(agent._status(probe.id, ev.STATS, **probe.stats()))
+
+
+def teardown(agent: Agent) -> None:
+    """Remove every probe, report what is left to report, flush and close. Runs once."""
+    with agent._lock:
+        if getattr(agent, "_torn_down", False):
+            return
+        agent._torn_down = True  # type: ignore[attr-defined]
+        for report in agent.metric_reports(final=True):
+            agent.emit(report)
+        changed = []
+        paths: set[str] = set()
+        for entry in agent.entries():
+            probe = entry.probe
+            if entry.state == PENDING:
+                agent.emit(agent._status(probe.id, ev.DISABLED,
+                                         reason=f"never set before the agent stopped: {entry.message}"))
+            elif entry.state in (INSTALLED, INSTALLING):
+                agent.emit(agent._status(probe.id, ev.STATS, **probe.stats()))
+            probe.enabled = False
+            paths |= entry.paths
+            changed.extend(agent._detach(entry))
+            if entry.state != REMOVED:
+                entry.state = STOPPED
+        try:
+            if changed:
+                agent._backend.apply(agent._plans, changed, paths)
+        finally:
+            agent._backend.stop()
+            import_watch.uninstall(agent._watcher)
+        agent.emit(agent._status(None, ev.AGENT, event="stopped", dropped=agent.dropped or None))
+    events: list[dict[str, Any]] = []
+    while True:
+        try:
+            item = agent._queue.get_nowait()
+        except queue.Empty:
+            break
+        if type(item) is dict:
+            events.append(item)
+    ship(agent, events)
+    try:
+        agent._sink.close()
+    finally:
+        AgentThread.ident = -1

@@ -1,0 +1,258 @@
+"""Redaction rules shared by the agent (before anything is serialized) and the gateway (on ingest).
+
+Three ways a value is redacted:
+- by name: a local, argument, attribute or dict key whose normalised name is a known secret name;
+- by value: a string that contains a card number, a JWT, a private key, a cloud key, a bearer
+  credential, credentials in a URL, an e-mail address or a phone number;
+- by type: an object whose qualified type name matches a glob pattern.
+
+A redacted value becomes a marker naming the class (``{"@redacted": "secret"}``, or
+``[redacted:pii]`` inside a longer string) and never any part of the value.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+from keyhole.protocol.errors import SpecError
+
+NAME_CLASS = "secret"
+TYPE_CLASS = "type"
+VALUE_CLASSES = ("private-key", "jwt", "bearer", "url-credentials", "cloud-key", "card", "pii")
+CLASSES = (NAME_CLASS, TYPE_CLASS, *VALUE_CLASSES)
+
+MARKER_KEY = "@redacted"
+
+
+def _load_floor() -> frozenset[str]:
+    text = resources.files("keyhole.protocol").joinpath("data/redacted-identifiers.txt").read_text("utf-8")
+    return frozenset(
+        line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")
+    )
+
+
+# The floor (ddtrace's list, see the data file) plus names it misses that we have seen hold secrets.
+_EXTRA_NAMES = frozenset(
+    {
+        "accesskey", "accesskeyid", "secretaccesskey", "awssecretaccesskey", "awssessiontoken",
+        "sessiontoken", "idtoken", "apitoken", "bearer", "credential", "passphrase", "privkey",
+        "clientkey", "cvc", "cvv2", "cardnumber", "iban", "socialsecuritynumber", "dsn", "totp",
+        "mfacode", "otpcode", "webhooksecret", "signingkey", "hmackey", "cookies", "setcookies",
+        "proxyauthorization", "xamzsecuritytoken", "xgoogapikey",
+    }
+)
+# A name that ends with one of these is a secret too (db_password, stripe_secret_key, github_token).
+_SUFFIXES = (
+    "password", "passwd", "passphrase", "secret", "token", "apikey", "secretkey", "privatekey",
+    "accesskey", "credentials", "credential", "cookie", "sessionid", "authorization",
+)
+
+DEFAULT_NAMES: frozenset[str] = _load_floor() | _EXTRA_NAMES
+
+
+def normalize_name(name: str) -> str:
+    """Lower case, with '_' and '-' removed: ``X-Api-Key`` and ``x_api_key`` are the same name."""
+    return name.lower().replace("_", "").replace("-", "")
+
+
+@dataclass(frozen=True)
+class RedactionRules:
+    """What to redact beyond the defaults, and which default names a team decided to show."""
+
+    names: frozenset[str] = frozenset()
+    exempt: frozenset[str] = frozenset()
+    types: tuple[str, ...] = ()
+    _type_regex: re.Pattern[str] | None = field(default=None, compare=False, repr=False)
+
+    @classmethod
+    def from_dict(cls, data: object) -> RedactionRules:
+        if data is None:
+            return cls()
+        if not isinstance(data, Mapping):
+            raise SpecError("redaction must be an object with optional fields names, exempt and types")
+        unknown = set(data) - {"names", "exempt", "types"}
+        if unknown:
+            raise SpecError(
+                f"redaction: unknown field {sorted(unknown)[0]!r} (known fields: names, exempt, types)"
+            )
+        names = _string_list(data.get("names"), "redaction.names")
+        exempt = _string_list(data.get("exempt"), "redaction.exempt")
+        types = _string_list(data.get("types"), "redaction.types")
+        for pattern in types:
+            if not re.fullmatch(r"[A-Za-z0-9_.*?\[\]]+", pattern):
+                raise SpecError(
+                    f"redaction.types: {pattern!r} is not a glob over qualified type names "
+                    "(use letters, digits, '_', '.', '*' and '?', e.g. 'myapp.secrets.*')"
+                )
+        return cls.build(names, exempt, types)
+
+    @classmethod
+    def build(cls, names: Iterable[str] = (), exempt: Iterable[str] = (), types: Iterable[str] = ()) -> RedactionRules:
+        type_list = tuple(types)
+        regex = re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in type_list)) if type_list else None
+        return cls(
+            names=frozenset(normalize_name(n) for n in names),
+            exempt=frozenset(normalize_name(n) for n in exempt),
+            types=type_list,
+            _type_regex=regex,
+        )
+
+    def to_dict(self) -> dict[str, list[str]]:
+        return {"names": sorted(self.names), "exempt": sorted(self.exempt), "types": list(self.types)}
+
+    def name_is_secret(self, name: str) -> bool:
+        """True when a value stored under `name` must be redacted (class "secret")."""
+        norm = normalize_name(name)
+        if norm in self.exempt:
+            return False
+        return norm in DEFAULT_NAMES or norm in self.names or norm.endswith(_SUFFIXES)
+
+    def type_is_secret(self, qualified_type_name: str) -> bool:
+        return self._type_regex is not None and self._type_regex.fullmatch(qualified_type_name) is not None
+
+
+DEFAULT_RULES = RedactionRules()
+
+
+def _string_list(value: object, what: str) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise SpecError(f"{what} must be a list of non-empty strings")
+    return list(value)
+
+
+def validate_reveal(value: object, what: str = "reveal") -> tuple[str, ...]:
+    """The redaction classes a viewer may see unredacted; default none."""
+    items = _string_list(value, what)
+    for item in items:
+        if item not in CLASSES:
+            raise SpecError(f"{what}: unknown redaction class {item!r} (classes: {', '.join(CLASSES)})")
+    return tuple(dict.fromkeys(items))
+
+
+# --- by value -----------------------------------------------------------------------------------
+
+_VALUE_PATTERN = re.compile(
+    r"(?P<privatekey>-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----"
+    r"(?:.*?-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----|.*))"
+    r"|(?P<jwt>\beyJ[A-Za-z0-9_-]{6,}\.[A-Za-z0-9_-]{6,}(?:\.[A-Za-z0-9_-]*)?)"
+    r"|(?P<bearer>\b(?:[Bb]earer|BEARER|[Bb]asic|BASIC|[Tt]oken)\s+[A-Za-z0-9._~+/=-]{8,})"
+    r"|(?P<urlcred>\b[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@]+:[^\s@/]+@)"
+    r"|(?P<cloudkey>\b(?:(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA)[A-Z0-9]{16}"
+    r"|AIza[0-9A-Za-z_-]{35}|gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{22,}"
+    r"|xox[abposr]-[A-Za-z0-9-]{10,}|(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{16,}|glpat-[A-Za-z0-9_-]{20,})\b)"
+    r"|(?P<email>\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b)"
+    r"|(?P<card>(?<![\d.])\d(?:[ -]?\d){12,18}(?![\d.]))"
+    r"|(?P<phone>(?<![\w+])\+\d{1,3}[ .-]?(?:\(\d{1,4}\)[ .-]?)?\d{1,4}(?:[ .-]?\d{2,4}){1,4}(?![\w])"
+    r"|(?<![\w(])\(?\d{3}\)?[ .-]\d{3}[ .-]\d{4}(?!\w))",
+    re.DOTALL,
+)
+_GROUP_CLASS = {
+    "privatekey": "private-key",
+    "jwt": "jwt",
+    "bearer": "bearer",
+    "urlcred": "url-credentials",
+    "cloudkey": "cloud-key",
+    "email": "pii",
+    "card": "card",
+    "phone": "pii",
+}
+# Cheap pre-filter: every pattern above needs one of these characters; most strings have none.
+_MAYBE = re.compile(r"[0-9@:]|-----|eyJ|[Bb]earer|BEARER|[Bb]asic|BASIC|[Tt]oken|AIza|xox|gh|glpat")
+
+
+def luhn_ok(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = ord(ch) - 48
+        if i % 2 == 1:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return total % 10 == 0
+
+
+def _classify(match: re.Match[str]) -> str | None:
+    group = match.lastgroup
+    if group is None:
+        return None
+    cls = _GROUP_CLASS[group]
+    text = match.group(0)
+    if group == "card":
+        digits = re.sub(r"\D", "", text)
+        if not 13 <= len(digits) <= 19 or not luhn_ok(digits):
+            return None
+    elif group == "phone":
+        digits = re.sub(r"\D", "", text)
+        if not 8 <= len(digits) <= 15:
+            return None
+    return cls
+
+
+def redact_text(text: str, reveal: frozenset[str] | tuple[str, ...] = ()) -> tuple[str, str | None]:
+    """Return (text with each secret replaced by ``[redacted:CLASS]``, the class if the whole text was one).
+
+    When the whole string is a single secret the caller replaces it by a marker object instead.
+    """
+    if len(text) < 6 or _MAYBE.search(text) is None:
+        return text, None
+    out: list[str] = []
+    pos = 0
+    whole: str | None = None
+    for match in _VALUE_PATTERN.finditer(text):
+        cls = _classify(match)
+        if cls is None or cls in reveal:
+            continue
+        if match.start() == 0 and match.end() == len(text):
+            whole = cls
+        out.append(text[pos : match.start()])
+        out.append(f"[redacted:{cls}]")
+        pos = match.end()
+    if not out:
+        return text, None
+    out.append(text[pos:])
+    return "".join(out), whole
+
+
+def marker(cls: str) -> dict[str, str]:
+    return {MARKER_KEY: cls}
+
+
+def redact_plain(value: Any, rules: RedactionRules = DEFAULT_RULES, reveal: frozenset[str] = frozenset()) -> Any:
+    """Redact a JSON-ready value (as captured by the agent) by name and by value.
+
+    Used by the agent's shipping thread and, later, by the gateway on ingest. Keys beginning with
+    '@' are keyhole's own annotations and are left alone, except '@value' which holds text.
+    """
+    if isinstance(value, str):
+        new, whole = redact_text(value, reveal)
+        if whole is not None and new == f"[redacted:{whole}]":
+            return marker(whole)
+        return new
+    if isinstance(value, list):
+        return [redact_plain(v, rules, reveal) for v in value]
+    if isinstance(value, dict):
+        if MARKER_KEY in value:
+            return value
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            if key.startswith("@") and not key.startswith("@@"):
+                out[key] = redact_plain(item, rules, reveal) if key in ("@value", "@items", "@entries") else item
+                continue
+            name = key[1:] if key.startswith("@@") else key
+            if NAME_CLASS not in reveal and rules.name_is_secret(name):
+                out[key] = marker(NAME_CLASS)
+                continue
+            new_key, _ = redact_text(key, reveal)
+            if new_key != key:
+                new_key = f"{new_key}#{len(out)}"
+            out[new_key] = redact_plain(item, rules, reveal)
+        return out
+    return value
