@@ -35,18 +35,24 @@ from keyhole.agent.backend import Backend, BackendUnavailable, make_backend
 from keyhole.agent.code_search import normalize
 from keyhole.agent.cpu_budget import CpuBudget
 from keyhole.agent.errors import AgentError, AgentStateError
-from keyhole.agent.probes import FunctionProbe, LineProbe, MetricProbe, Probe, StacksProbe, make_probe
+from keyhole.agent.probes import ExceptionProbe, FunctionProbe, LineProbe, MetricProbe, Probe, StacksProbe, make_probe
 from keyhole.agent.rate_limit import RateLimiter
 from keyhole.agent.shipping import finish_event
 from keyhole.agent.sinks import Sink, make_sink
 from keyhole.agent.sites import AgentThread, CodePlan, LineSite
-from keyhole.agent.states import DISABLED, FAILED, INSTALLED, INSTALLING, PENDING, REMOVED, SETTLED
 from keyhole.agent.stacks import task_stacks, thread_stacks
+from keyhole.agent.states import FAILED, INSTALLED, INSTALLING, PENDING, REMOVED, SETTLED
 from keyhole.agent.worker import run_worker, teardown
 from keyhole.protocol import events as ev
 from keyhole.protocol.errors import SpecError
 from keyhole.protocol.expression import check_expression, parse_template
-from keyhole.protocol.limits import DEFAULT_CAPTURE, METRIC_REPORT_SECONDS, PROCESS_CAPTURES_PER_SECOND, CaptureLimits
+from keyhole.protocol.limits import (
+    CPU_BUDGET_FRACTION,
+    DEFAULT_CAPTURE,
+    METRIC_REPORT_SECONDS,
+    PROCESS_CAPTURES_PER_SECOND,
+    CaptureLimits,
+)
 from keyhole.protocol.probe_spec import FUNCTION_KINDS, LINE_KINDS, ProbeSpec
 from keyhole.protocol.redaction import DEFAULT_RULES, RedactionRules
 
@@ -100,6 +106,7 @@ class Agent:
         limits: CaptureLimits | None = None,
         metric_interval: float = METRIC_REPORT_SECONDS,
         service: str | None = None,
+        cpu_budget: float = CPU_BUDGET_FRACTION,
     ) -> None:
         self.rules = rules or DEFAULT_RULES
         self.limits = limits or DEFAULT_CAPTURE
@@ -108,6 +115,8 @@ class Agent:
         self.service = service
         self.pid = os.getpid()
         self.dropped = 0
+        # Seconds a hit costs before any probe code runs (the callback and dispatch); measured at start.
+        self.hit_overhead = 0.0
         self._sink = make_sink(sink)
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._lock = threading.RLock()
@@ -117,7 +126,7 @@ class Agent:
         self._backend: Backend = make_backend()
         self._watcher = import_watch.ImportWatcher(self._wants, self._on_module_code)
         self._wanted_names: frozenset[str] = frozenset()
-        self._budget = CpuBudget()
+        self._budget = CpuBudget(cpu_budget)
         self._state = "new"
         self._worker: threading.Thread | None = None
         self._main_watch: str | None = None
@@ -136,8 +145,15 @@ class Agent:
             self._state = "running"
         self._start_worker()
         self.emit(
-            self._status(None, ev.AGENT, event="started", backend=self._backend.name,
-                         python=platform.python_version(), keyhole=keyhole.__version__, service=self.service)
+            self._status(
+                None,
+                ev.AGENT,
+                event="started",
+                backend=self._backend.name,
+                python=platform.python_version(),
+                keyhole=keyhole.__version__,
+                service=self.service,
+            )
         )
         atexit.register(self._at_exit)
         return self
@@ -224,8 +240,15 @@ class Agent:
         """Every probe's spec, state and counters."""
         with self._lock:
             return [
-                {"id": pid, "kind": e.probe.kind, "state": e.state, "message": e.message,
-                 "locations": list(e.locations), "spec": e.probe.spec.to_dict(), **e.probe.stats()}
+                {
+                    "id": pid,
+                    "kind": e.probe.kind,
+                    "state": e.state,
+                    "message": e.message,
+                    "locations": list(e.locations),
+                    "spec": e.probe.spec.to_dict(),
+                    **e.probe.stats(),
+                }
                 for pid, e in self._entries.items()
             ]
 
@@ -265,7 +288,7 @@ class Agent:
         self._queue.put(("uninstall", probe.id))
 
     def _status(self, probe_id: str | None, kind: str, **fields: Any) -> dict[str, Any]:
-        event = {"probe": probe_id, "kind": kind, "ts": time.time(), "thread": threading.get_ident()}
+        event = {"probe": probe_id, "kind": kind, "ts": time.perf_counter(), "thread": threading.get_ident()}
         event.update({k: v for k, v in fields.items() if v is not None})
         return event
 
@@ -292,7 +315,9 @@ class Agent:
     def _resolve(self, spec: ProbeSpec, module: locations.ModuleBeingImported | None) -> locations.Resolution:
         if spec.kind in LINE_KINDS:
             assert spec.file is not None and spec.line is not None
-            return locations.resolve_line(spec.file, spec.line, self._backend.original, self._backend.live_frames, module)
+            return locations.resolve_line(
+                spec.file, spec.line, self._backend.original, self._backend.live_frames, module
+            )
         assert spec.module is not None and spec.qualname is not None
         return locations.resolve_function(spec.module, spec.qualname, self._backend.original, module)
 
@@ -326,8 +351,11 @@ class Agent:
                 return False
         probe.installed = True
         self._set_state(entry, INSTALLED)
-        self.emit(self._status(probe.id, ev.INSTALLED, locations=entry.locations, backend=self._backend.name,
-                               notes=notes or None))
+        self.emit(
+            self._status(
+                probe.id, ev.INSTALLED, locations=entry.locations, backend=self._backend.name, notes=notes or None
+            )
+        )
         return True
 
     def _attach(self, entry: Entry, targets: list[CodeType]) -> list[CodeType]:
@@ -350,7 +378,9 @@ class Agent:
                 if isinstance(probe, FunctionProbe):
                     function.entry = (*function.entry, probe)
                     function.exit = (*function.exit, probe)
-                function.unwind = (*function.unwind, probe)  # type: ignore[assignment]
+                    function.unwind = (*function.unwind, probe)
+                elif isinstance(probe, ExceptionProbe):
+                    function.unwind = (*function.unwind, probe)
                 entry.attachments.append((code, None))
                 entry.locations.append(locations.describe(code, None))
             entry.paths.add(normalize(code.co_filename))
@@ -488,7 +518,7 @@ class Agent:
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self.capture_limiter.reset_after_fork()
-        self._budget = CpuBudget()
+        self._budget = CpuBudget(self._budget.allowance / self._budget.window)
         self.dropped = 0
         for entry in self._entries.values():
             entry.probe.reset_after_fork()

@@ -26,9 +26,12 @@ from keyhole.agent.code_search import normalize, running_codes
 from keyhole.agent.sites import CodePlan, FunctionSite, LineSite
 
 try:
-    from bytecode import Bytecode, Instr, Label, TryBegin, TryEnd  # type: ignore[import-not-found,unused-ignore]
+    from bytecode import Bytecode, Instr, Label
+    from bytecode.instr import TryBegin, TryEnd
+
+    HAVE_BYTECODE = True
 except ImportError:  # pragma: no cover - a dependency on 3.11
-    Bytecode = None
+    HAVE_BYTECODE = False
 
 _GENERATOR_TYPES = (types.GeneratorType, types.CoroutineType, types.AsyncGeneratorType)
 
@@ -183,7 +186,7 @@ class BytecodeBackend(Backend):
         self._original: dict[int, tuple[weakref.ref[CodeType], CodeType]] = {}
 
     def start(self) -> None:
-        if Bytecode is None:
+        if not HAVE_BYTECODE:
             raise BackendUnavailable(
                 "the 'bytecode' package is missing; keyhole needs it on Python 3.11 (pip install bytecode)"
             )

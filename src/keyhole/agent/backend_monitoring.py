@@ -18,7 +18,7 @@ from typing import Any
 from keyhole.agent.backend import Backend, BackendUnavailable
 from keyhole.agent.code_search import normalize
 from keyhole.agent.line_index import walk_code
-from keyhole.agent.sites import CodePlan, FunctionSite, LineSite
+from keyhole.agent.sites import CodePlan, FunctionSite
 
 TOOL_ID = 4
 TOOL_NAME = "keyhole"
@@ -38,7 +38,7 @@ class MonitoringBackend(Backend):
         self._PY_UNWIND = events.PY_UNWIND
         self._DISABLE = self._mon.DISABLE
         # Read on every hit; replaced whole (never mutated) so a hit sees a consistent view.
-        self._lines: dict[int, dict[int, LineSite]] = {}
+        self._lines: dict[int, dict[int, tuple[Any, ...]]] = {}
         self._entry: dict[int, FunctionSite] = {}
         self._exit: dict[int, FunctionSite] = {}
         self._unwind: dict[int, FunctionSite] = {}
@@ -81,10 +81,12 @@ class MonitoringBackend(Backend):
         sites = self._lines.get(id(code))
         if sites is None:
             return self._DISABLE
-        site = sites.get(line)
-        if site is None:
+        probes = sites.get(line)
+        if probes is None:
             return self._DISABLE
-        site.run(_getframe(1))
+        frame = _getframe(1)
+        for probe in probes:
+            probe.on_line(frame)
         return None
 
     def _on_start(self, code: CodeType, offset: int) -> Any:
@@ -120,7 +122,7 @@ class MonitoringBackend(Backend):
             events = 0
             numbers = plan.line_numbers() if plan is not None else frozenset()
             if plan is not None and numbers:
-                lines[key] = {n: plan.lines[n] for n in numbers}
+                lines[key] = {n: plan.lines[n].probes for n in numbers}
                 events |= self._LINE
             else:
                 lines.pop(key, None)

@@ -14,18 +14,18 @@ from __future__ import annotations
 
 import datetime
 import itertools
-import sys
 import types
 from collections.abc import Iterable
 from typing import Any
 
 from keyhole.agent import safe_access as sa
 from keyhole.protocol.limits import DEFAULT_CAPTURE, CaptureLimits
+from keyhole.protocol.redaction import MARKER_KEY as MARKER
 from keyhole.protocol.redaction import NAME_CLASS, TYPE_CLASS, RedactionRules, marker
 
 # How much of a long string is kept for the redaction pass before the final cut.
 TEXT_MARGIN = 1024
-_MAX_SAFE_INT_BITS = 63
+_INT_BOUND = 2**63
 
 
 class LongText:
@@ -42,32 +42,39 @@ class LongText:
 class NameFilter:
     """Memoised "is this name a secret?" for the capture's hot path; rules can be swapped at run time."""
 
-    __slots__ = ("_cache", "reveal_secrets", "reveal_types", "rules")
+    __slots__ = ("cache", "check_types", "reveal_secrets", "rules")
 
     def __init__(self, rules: RedactionRules, reveal: tuple[str, ...] = ()) -> None:
         self.rules = rules
         self.reveal_secrets = NAME_CLASS in reveal
-        self.reveal_types = TYPE_CLASS in reveal
-        self._cache: dict[str, bool] = {}
+        self.check_types = TYPE_CLASS not in reveal and bool(rules.types)
+        self.cache: dict[str, bool] = {}
 
     def is_secret(self, name: str) -> bool:
-        if self.reveal_secrets:
-            return False
-        hit = self._cache.get(name)
+        hit = self.cache.get(name)
         if hit is None:
-            if len(self._cache) > 4096:
-                self._cache.clear()
-            hit = self._cache[name] = self.rules.name_is_secret(name)
+            if len(self.cache) > 4096:
+                self.cache.clear()
+            hit = self.cache[name] = not self.reveal_secrets and self.rules.name_is_secret(name)
         return hit
 
     def type_is_secret(self, qualname: str) -> bool:
-        return not self.reveal_types and self.rules.types != () and self.rules.type_is_secret(qualname)
+        return self.check_types and self.rules.type_is_secret(qualname)
 
 
-_SCALAR_PASS = frozenset(map(id, (bool, type(None))))
 _FUNCTION_TYPES = frozenset(
-    map(id, (types.FunctionType, types.BuiltinFunctionType, types.MethodType, types.BuiltinMethodType,
-             types.MethodWrapperType, types.WrapperDescriptorType, types.MethodDescriptorType))
+    map(
+        id,
+        (
+            types.FunctionType,
+            types.BuiltinFunctionType,
+            types.MethodType,
+            types.BuiltinMethodType,
+            types.MethodWrapperType,
+            types.WrapperDescriptorType,
+            types.MethodDescriptorType,
+        ),
+    )
 )
 _OPAQUE_TYPES = {
     id(types.FrameType): "frame",
@@ -79,76 +86,155 @@ _OPAQUE_TYPES = {
     id(types.CellType): "cell",
     id(types.MappingProxyType): "mappingproxy",
 }
-_ISO_TYPES = {
-    id(datetime.datetime): datetime.datetime.isoformat,
-    id(datetime.date): datetime.date.isoformat,
-    id(datetime.time): datetime.time.isoformat,
-}
+
+
+_NOISE_KINDS = frozenset({"class", "module"})
+_CAPTURED_KINDS = frozenset({"container", "object", "exception"})
 
 
 class Capturer:
     """One capture: shares a size budget across everything captured for one event."""
 
-    __slots__ = ("_active", "filter", "limits", "remaining")
+    __slots__ = ("_active", "_cache", "_fields", "_string", "filter", "limits", "remaining")
 
     def __init__(self, names: NameFilter, limits: CaptureLimits = DEFAULT_CAPTURE) -> None:
         self.filter = names
         self.limits = limits
         self.remaining = limits.snapshot_bytes
         self._active: list[int] = []
+        self._cache = names.cache
+        self._fields = limits.fields
+        self._string = limits.string
 
     # --- entry points ---
-    def fields(self, items: Iterable[tuple[str, Any]], depth: int = 0, skip_module_noise: bool = False) -> dict[str, Any]:
-        """A name -> value mapping (locals, arguments, watch results), redacting secret names."""
+    def fields(
+        self,
+        items: Iterable[tuple[str, Any]],
+        depth: int = 0,
+        skip_module_noise: bool = False,
+        identifiers: bool = False,
+    ) -> dict[str, Any]:
+        """A name -> value mapping (locals, arguments, attributes), redacting secret names.
+
+        This loop runs for every captured field, so it is written for speed: scalars are handled
+        inline and the size budget is kept in a local. `identifiers` says the names are Python
+        identifiers (locals), which cannot begin with '@'.
+        """
         out: dict[str, Any] = {}
-        limit = self.limits.fields
+        limit = self._fields
+        string_limit = self._string
+        cache_get = self._cache.get
+        remaining = self.remaining
+        count = 0
         more = 0
         for name, value in items:
-            if skip_module_noise and (
-                (name.startswith("__") and name.endswith("__"))
-                or id(type(value)) in _FUNCTION_TYPES
-                or sa.is_module(value)
-                or sa.is_class(value)
-            ):
+            if skip_module_noise and _is_noise(name, value):
                 continue
-            if len(out) >= limit or self.remaining <= 0:
+            if count >= limit or remaining <= 0:
                 more += 1
                 continue
-            key = "@" + name if name.startswith("@") else name
-            self.remaining -= len(name) + 4
-            out[key] = marker(NAME_CLASS) if self.filter.is_secret(name) else self.value(value, depth)
+            count += 1
+            secret = cache_get(name)
+            if secret is None:
+                secret = self.filter.is_secret(name)
+            key = "@" + name if not identifiers and name[:1] == "@" else name
+            if secret:
+                remaining -= 24
+                out[key] = {MARKER: NAME_CLASS}
+                continue
+            cls = type(value)
+            if cls is int:
+                if -_INT_BOUND < value < _INT_BOUND:
+                    remaining -= 12
+                    out[key] = value
+                    continue
+            elif cls is str:
+                if len(value) <= string_limit:
+                    remaining -= len(value) + 6
+                    out[key] = value
+                    continue
+            elif cls is bool or value is None:
+                remaining -= 8
+                out[key] = value
+                continue
+            self.remaining = remaining - 4
+            out[key] = self.value(value, depth)
+            remaining = self.remaining
+        self.remaining = remaining
         if more:
             out["@more"] = more
         return out
 
     def value(self, value: Any, depth: int = 0) -> Any:
         cls = type(value)
-        tid = id(cls)
-        if tid in _SCALAR_PASS:
-            self.remaining -= 5
-            return value
         if cls is str:
             n = len(value)
-            self.remaining -= min(n, self.limits.string) + 2
-            if n <= self.limits.string:
+            self.remaining -= (n if n < self._string else self._string) + 2
+            if n <= self._string:
                 return value
-            return LongText(value[:TEXT_MARGIN], n, self.limits.string)
+            return LongText(value[:TEXT_MARGIN], n, self._string)
         if cls is int:
             self.remaining -= 8
-            if value.bit_length() <= _MAX_SAFE_INT_BITS:
+            if -_INT_BOUND < value < _INT_BOUND:
                 return value
             return {"@type": "int", "@bits": value.bit_length()}
+        if cls is bool or value is None:
+            self.remaining -= 5
+            return value
         if cls is float:
             self.remaining -= 8
-            if value == value and value not in (float("inf"), float("-inf")):
+            if value - value == 0.0:  # finite: inf - inf and nan - nan are nan
                 return value
             return {"@type": "float", "@value": float.__repr__(value)}
         if self.remaining <= 0:
             return {"@truncated": "size"}
         try:
+            if cls is list or cls is tuple:
+                return self._sequence(value, cls is list, depth)
+            if cls is dict:
+                return self._dict(value, "dict", depth)
             return self._complex(value, cls, depth)
         except Exception as exc:  # a capture must never fail the event: say what could not be read
             return {"@type": sa.type_name(value), "@error": f"{type(exc).__name__}"}
+
+    def _sequence(self, value: list[Any] | tuple[Any, ...], is_list: bool, depth: int) -> Any:
+        """Exact lists and tuples, the commonest containers."""
+        if depth >= self.limits.depth:
+            self.remaining -= 30
+            return {"@type": "list" if is_list else "tuple", "@truncated": "depth", "@size": len(value)}
+        key = id(value)
+        active = self._active
+        if key in active:
+            return {"@type": "list" if is_list else "tuple", "@cycle": True}
+        active.append(key)
+        try:
+            limit = self.limits.items
+            items: list[Any] = []
+            child = depth + 1
+            for item in value[:limit]:
+                if self.remaining <= 0:
+                    break
+                cls = type(item)
+                if cls is int and -_INT_BOUND < item < _INT_BOUND:
+                    self.remaining -= 10
+                    items.append(item)
+                elif cls is str and len(item) <= self._string:
+                    self.remaining -= len(item) + 4
+                    items.append(item)
+                else:
+                    self.remaining -= 2
+                    items.append(self.value(item, child))
+        finally:
+            active.pop()
+        more = len(value) - len(items)
+        if is_list:
+            if more:
+                items.append({"@more": more})
+            return items
+        out: dict[str, Any] = {"@type": "tuple", "@items": items}
+        if more:
+            out["@more"] = more
+        return out
 
     # --- the rest ---
     def _complex(self, value: Any, cls: type, depth: int) -> Any:
@@ -160,39 +246,29 @@ class Capturer:
         if tid in _FUNCTION_TYPES:
             self.remaining -= 40
             return {"@type": "function", "@name": _callable_name(value)}
-        if tid in _ISO_TYPES:
-            self.remaining -= 32
-            return {"@type": sa.type_name(value), "@value": _ISO_TYPES[tid](value)}
         layout = sa.layout(cls)
         qualname = layout.qualname
-        if self.filter.type_is_secret(qualname):
+        kind = layout.kind
+        if self.filter.check_types and self.filter.type_is_secret(qualname):
             self.remaining -= 30
             return {"@redacted": TYPE_CLASS, "@type": qualname}
-        base = sa.builtin_base(cls)
-        if base is None and sa.is_class(value):
+        if kind not in _CAPTURED_KINDS:
             self.remaining -= 40
-            return {"@type": "class", "@name": sa.qualified_name(value)}
-        if base is None and sa.is_module(value):
-            name = sa.instance_dict(value) or {}
-            self.remaining -= 40
-            return {"@type": "module", "@name": name.get("__name__", "?")}
-        special = _special(value, cls, layout)
-        if special is not None:
-            self.remaining -= 40
-            return special
+            return _scalar_like(value, cls, layout)
         if id(value) in self._active:
             return {"@type": qualname, "@cycle": True}
         if depth >= self.limits.depth:
             self.remaining -= len(qualname) + 20
             out: dict[str, Any] = {"@type": qualname, "@truncated": "depth"}
-            if base is not None:
+            if kind == "container":
                 out["@size"] = sa.size(value)
             return out
         self._active.append(id(value))
         try:
-            if base is not None:
-                return self._container(value, base, qualname, depth)
-            return self._object(value, qualname, depth)
+            if kind == "container":
+                assert layout.base is not None
+                return self._container(value, layout.base, qualname, depth)
+            return self._object(value, qualname, depth, kind == "exception")
         finally:
             self._active.pop()
 
@@ -260,10 +336,10 @@ class Capturer:
             result["@more"] = total - len(entries)
         return result
 
-    def _object(self, value: Any, qualname: str, depth: int) -> Any:
+    def _object(self, value: Any, qualname: str, depth: int, exception: bool) -> Any:
         self.remaining -= len(qualname) + 12
         out: dict[str, Any] = {"@type": qualname}
-        if isinstance(value, BaseException):
+        if exception:
             out["args"] = self.value(BaseException.__dict__["args"].__get__(value), depth + 1)
         fields = self.fields(sa.instance_fields(value), depth + 1)
         out.update(fields)
@@ -280,26 +356,35 @@ def _callable_name(value: Any) -> str:
     return name if type(name) is str else "?"
 
 
-def _special(value: Any, cls: type, layout: sa.TypeLayout) -> dict[str, Any] | None:
-    """Stdlib value types shown by value, read from their own storage."""
-    mro = sa.mro(cls)
-    uuid_mod = sys.modules.get("uuid")
-    if uuid_mod is not None and any(k is uuid_mod.UUID for k in mro):
+def _scalar_like(value: Any, cls: type, layout: sa.TypeLayout) -> dict[str, Any]:
+    """Values shown whole, read from their own storage: classes, modules, UUIDs, enums, dates, decimals."""
+    kind = layout.kind
+    if kind == "class":
+        return {"@type": "class", "@name": sa.qualified_name(value)}
+    if kind == "module":
+        namespace = sa.instance_dict(value) or {}
+        return {"@type": "module", "@name": namespace.get("__name__", "?")}
+    if kind == "uuid":
         for name, member in layout.slots:
             if name == "int":
                 h = f"{member.__get__(value, cls):032x}"
                 return {"@type": layout.qualname, "@value": f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"}
-    enum_mod = sys.modules.get("enum")
-    if enum_mod is not None and any(k is enum_mod.Enum for k in mro):
+    if kind == "enum":
         d = sa.instance_dict(value) or {}
-        name = d.get("_name_")
-        return {"@type": layout.qualname, "@value": name if type(name) is str else "?"}
-    if any(k is datetime.timedelta for k in mro):
+        member = d.get("_name_")
+        return {"@type": layout.qualname, "@value": member if type(member) is str else "?"}
+    if kind == "timedelta":
         return {"@type": layout.qualname, "@value": datetime.timedelta.total_seconds(value)}
-    for klass in mro:
-        if sa.qualified_name(klass) == "decimal.Decimal" and id(klass) in _DECIMAL_IDS:
-            return {"@type": layout.qualname, "@value": klass.__str__(value)}
-    return None
+    if kind == "iso":
+        for iso in (datetime.datetime, datetime.date, datetime.time):
+            if any(k is iso for k in sa.mro(cls)):
+                return {"@type": layout.qualname, "@value": iso.isoformat(value)}
+    if kind == "decimal":
+        for klass in sa.mro(cls):
+            if id(klass) in _DECIMAL_IDS:
+                decimal_type: Any = klass
+                return {"@type": layout.qualname, "@value": decimal_type.__str__(value)}
+    return {"@type": layout.qualname}
 
 
 try:
@@ -308,3 +393,12 @@ try:
     _DECIMAL_IDS = frozenset({id(_decimal.Decimal)})
 except ImportError:  # pragma: no cover
     _DECIMAL_IDS = frozenset()
+
+
+def _is_noise(name: str, value: Any) -> bool:
+    """A module-level name that is an import, a function or a class, not data."""
+    if name[:2] == "__" and name[-2:] == "__":
+        return True
+    if id(type(value)) in _FUNCTION_TYPES:
+        return True
+    return sa.layout(type(value)).kind in _NOISE_KINDS

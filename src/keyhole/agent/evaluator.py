@@ -27,24 +27,13 @@ _MISSING = sa.MISSING
 class Scope:
     """What an expression can see: the frame's locals, then its globals. Lives for one probe hit."""
 
-    __slots__ = ("_locals", "budget", "frame", "steps")
+    __slots__ = ("budget", "frame", "locals", "steps")
 
     def __init__(self, frame: FrameType, budget: int = EXPRESSION_STEP_BUDGET) -> None:
         self.frame = frame
-        self._locals: Any = None
+        self.locals: Any = frame.f_locals
         self.steps = 0
         self.budget = budget
-
-    def lookup(self, name: str) -> Any:
-        local_vars = self._locals
-        if local_vars is None:
-            local_vars = self._locals = self.frame.f_locals
-        value = local_vars.get(name, _MISSING)
-        if value is _MISSING:
-            value = self.frame.f_globals.get(name, _MISSING)
-            if value is _MISSING:
-                raise EvalError(f"name {name!r} is not defined at this line")
-        return value
 
     def charge(self, steps: int) -> None:
         self.steps += steps
@@ -66,7 +55,9 @@ class CompiledExpression:
         self.nodes = nodes
 
     def evaluate(self, scope: Scope) -> Any:
-        scope.charge(self.nodes)
+        scope.steps += self.nodes
+        if scope.steps > scope.budget:
+            raise StepBudgetExceeded(f"expression used more than {scope.budget} evaluator steps")
         try:
             return self._fn(scope)
         except EvalError:
@@ -77,7 +68,9 @@ class CompiledExpression:
             raise EvalError(f"{type(exc).__name__} while evaluating") from None
 
 
-def compile_expression(checked: CheckedExpression, rules: RedactionRules, reveal: tuple[str, ...] = ()) -> CompiledExpression:
+def compile_expression(
+    checked: CheckedExpression, rules: RedactionRules, reveal: tuple[str, ...] = ()
+) -> CompiledExpression:
     compiler = _Compiler(rules, NAME_CLASS in reveal)
     return CompiledExpression(checked.source, compiler.node(checked.body), checked.nodes)
 
@@ -293,14 +286,42 @@ _HELPERS: dict[str, Callable[[list[Any], Scope], Any]] = {
     "bool": _helper_bool,
     "typename": _helper_typename,
 }
-_ARITY = {"len": (1, 1), "abs": (1, 1), "round": (1, 2), "sum": (1, 1), "any": (1, 1), "all": (1, 1),
-          "sorted": (1, 1), "isinstance": (2, 2), "int": (1, 1), "float": (1, 1), "str": (1, 1),
-          "bool": (1, 1), "typename": (1, 1), "min": (1, 8), "max": (1, 8)}
+_ARITY = {
+    "len": (1, 1),
+    "abs": (1, 1),
+    "round": (1, 2),
+    "sum": (1, 1),
+    "any": (1, 1),
+    "all": (1, 1),
+    "sorted": (1, 1),
+    "isinstance": (2, 2),
+    "int": (1, 1),
+    "float": (1, 1),
+    "str": (1, 1),
+    "bool": (1, 1),
+    "typename": (1, 1),
+    "min": (1, 8),
+    "max": (1, 8),
+}
 
-_STR_METHODS = frozenset({
-    "startswith", "endswith", "lower", "upper", "strip", "lstrip", "rstrip", "find", "count", "split",
-    "isdigit", "isalpha", "isalnum", "isspace",
-})
+_STR_METHODS = frozenset(
+    {
+        "startswith",
+        "endswith",
+        "lower",
+        "upper",
+        "strip",
+        "lstrip",
+        "rstrip",
+        "find",
+        "count",
+        "split",
+        "isdigit",
+        "isalpha",
+        "isalnum",
+        "isspace",
+    }
+)
 _DICT_METHODS = frozenset({"get", "keys", "values", "items"})
 
 
@@ -328,7 +349,16 @@ class _Compiler:
 
     def c_Name(self, node: ast.Name) -> Node:
         name = node.id
-        return lambda scope: scope.lookup(name)
+
+        def lookup(scope: Scope) -> Any:
+            value = scope.locals.get(name, _MISSING)
+            if value is _MISSING:
+                value = scope.frame.f_globals.get(name, _MISSING)
+                if value is _MISSING:
+                    raise EvalError(f"name {name!r} is not defined at this line")
+            return value
+
+        return lookup
 
     def c_Attribute(self, node: ast.Attribute) -> Node:
         target = self.node(node.value)
@@ -413,7 +443,7 @@ class _Compiler:
         left = self.node(node.left)
         ops = list(zip(node.ops, [self.node(c) for c in node.comparators], strict=True))
         if len(ops) == 1:
-            (op, right), = ops
+            ((op, right),) = ops
             return lambda scope: _compare(op, left(scope), right(scope), scope)
 
         def chain(scope: Scope) -> bool:

@@ -13,15 +13,33 @@ INLINE_LIMITS = CaptureLimits(depth=2, items=10, string=255, fields=10, snapshot
 MAX_MESSAGE = 4096
 
 
+# Exact built-in scalars, by id (hashing a type could run its metaclass's __hash__).
+def _none(value: None) -> str:
+    return "None"
+
+
+_FAST_STR: dict[int, Any] = {id(int): int.__repr__, id(float): float.__repr__, id(type(None)): _none}
+_FAST_SPEC_IDS = frozenset({id(int), id(float), id(str)})
+
+
 def format_value(value: Any, spec: str, names: NameFilter) -> str:
-    if spec:
-        if (sa.is_number(value) or sa.is_text(value)) and sa.dunder_is_c(type(value), "__format__"):
-            text: str = format(value, spec)
-            return text
-        raise EvalError(f"format spec {spec!r} applies to numbers and strings only (got {sa.type_name(value)})")
     cls = type(value)
+    if spec:
+        if id(cls) in _FAST_SPEC_IDS or (
+            (sa.is_number(value) or sa.is_text(value)) and sa.dunder_is_c(cls, "__format__")
+        ):
+            formatted: str = format(value, spec)
+            return formatted
+        raise EvalError(f"format spec {spec!r} applies to numbers and strings only (got {sa.type_name(value)})")
     if cls is str:
-        return value  # type: ignore[no-any-return]
+        result: str = value
+        return result
+    if cls is bool:
+        return "True" if value else "False"
+    fast = _FAST_STR.get(id(cls))
+    if fast is not None:
+        text: str = fast(value)
+        return text
     if sa.is_plain(value, 0) and sa.builtin_base(cls) in (None, str, bytes):
         try:
             return sa.plain_str(value)
@@ -53,7 +71,11 @@ def render_inline(value: Any, top: bool = True) -> str:
         if "@entries" in value:
             inner = ", ".join(f"{render_inline(k, False)}: {render_inline(v, False)}" for k, v in value["@entries"])
             return "{" + inner + (", ..." if value.get("@more") else "") + "}"
-        fields = [(k[1:] if k.startswith("@@") else k, v) for k, v in value.items() if not k.startswith("@") or k.startswith("@@")]
+        fields = [
+            (k[1:] if k.startswith("@@") else k, v)
+            for k, v in value.items()
+            if not k.startswith("@") or k.startswith("@@")
+        ]
         more = ", ..." if value.get("@more") or value.get("@truncated") else ""
         if type_name is None:
             return "{" + ", ".join(f"{k!r}: {render_inline(v, False)}" for k, v in fields) + more + "}"

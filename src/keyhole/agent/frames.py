@@ -17,10 +17,12 @@ def frame_summary(frame: FrameType) -> dict[str, Any]:
     return {"file": code.co_filename, "line": frame.f_lineno, "function": code.co_qualname}
 
 
-def frame_locals(frame: FrameType, capturer: Capturer) -> dict[str, Any]:
+def frame_locals(frame: FrameType, capturer: Capturer, local_vars: Any = None) -> dict[str, Any]:
     """The frame's local variables, captured; a module-level frame shows its data, not its imports."""
     module_level = frame.f_code.co_name == "<module>"
-    return capturer.fields(frame.f_locals.items(), 0, skip_module_noise=module_level)
+    if local_vars is None:
+        local_vars = frame.f_locals
+    return capturer.fields(local_vars.items(), 0, skip_module_noise=module_level, identifiers=not module_level)
 
 
 def capture_stack(
@@ -28,13 +30,15 @@ def capture_stack(
     capturer: Capturer,
     with_locals: int,
     max_frames: int,
+    top_locals: Any = None,
 ) -> list[dict[str, Any]]:
-    """The stack from `frame` outwards (top frame first)."""
+    """The stack from `frame` outwards (top frame first); `top_locals` saves reading the top frame's again."""
     out: list[dict[str, Any]] = []
     while frame is not None and len(out) < max_frames:
-        entry = frame_summary(frame)
+        code = frame.f_code
+        entry: dict[str, Any] = {"file": code.co_filename, "line": frame.f_lineno, "function": code.co_qualname}
         if len(out) < with_locals:
-            entry["locals"] = frame_locals(frame, capturer)
+            entry["locals"] = frame_locals(frame, capturer, top_locals if not out else None)
         out.append(entry)
         frame = frame.f_back
     return out

@@ -42,8 +42,14 @@ def restore_environment() -> tuple[str | None, str | None]:
 
 def _report(out: str, message: str) -> None:
     """Write an agent error into the events file: stdout and stderr belong to the program."""
-    event = {"probe": None, "kind": "error", "ts": format_timestamp(time.time()), "thread": "MainThread",
-             "pid": os.getpid(), "error": message}
+    event = {
+        "probe": None,
+        "kind": "error",
+        "ts": format_timestamp(time.time()),
+        "thread": "MainThread",
+        "pid": os.getpid(),
+        "error": message,
+    }
     try:
         fd = os.open(out, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:

@@ -59,10 +59,14 @@ def _find_path(spec_file: str, module: ModuleBeingImported | None) -> Resolution
     if module is not None:
         if spec_matches(spec_file, module.path):
             return module.path
-        return Resolution(PENDING, f"no loaded module comes from {spec_file} yet; the probe is set when one is imported")
+        return Resolution(
+            PENDING, f"no loaded module comes from {spec_file} yet; the probe is set when one is imported"
+        )
     matches = [p for p in loaded_sources() if spec_matches(spec_file, p)]
     if not matches:
-        return Resolution(PENDING, f"no loaded module comes from {spec_file} yet; the probe is set when one is imported")
+        return Resolution(
+            PENDING, f"no loaded module comes from {spec_file} yet; the probe is set when one is imported"
+        )
     if len(matches) > 1:
         shown = ", ".join(sorted(matches)[:5])
         return Resolution(
@@ -93,7 +97,9 @@ def resolve_line(
         if line not in all_lines:
             near = sorted(all_lines, key=lambda n: abs(n - line))[:2]
             hint = f"; lines with loaded code nearby: {', '.join(map(str, sorted(near)))}" if near else ""
-            return Resolution(ERROR, f"{spec_file}:{line} has no loaded code (the source file is not readable){hint}", path)
+            return Resolution(
+                ERROR, f"{spec_file}:{line} has no loaded code (the source file is not readable){hint}", path
+            )
         targets = [c for c in live if line in own_lines(c)]
         return Resolution(INSTALL, path=path, targets=targets)
     if line not in index.all_lines:

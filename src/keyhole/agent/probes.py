@@ -1,9 +1,12 @@
 """Probes as they run: what happens on the application's thread when a probed line or function is hit.
 
-The order of work on every hit is the point of this module. First the cheap "drop" decisions
-(disabled, expired, rate limiter) that read a few attributes and touch nothing else; then the
-condition; then admission under a lock (rate, hit limit, process capture rate); only then capture,
+The order of work on every hit is the point of this module. First the "drop" decision, which reads
+a few attributes and one clock and touches nothing else (disabled? rate limiter says not yet?); then
+the condition; then admission (expiry, rate, hit limit, process capture rate); only then capture,
 into plain values. Encoding, redaction by value and writing happen on the agent's own thread.
+
+Counters that must be exact under threads (hits, admitted events, metric counts) are
+itertools.count objects: next() on one is a single C call, so no lock is needed.
 
 Nothing here raises into the application: every entry point catches Exception and turns it into
 an error event. (KeyboardInterrupt and SystemExit raised by the application's own signal handlers
@@ -27,6 +30,7 @@ from keyhole.agent.formatting import MAX_MESSAGE, format_value
 from keyhole.agent.frames import capture_stack, frame_locals
 from keyhole.agent.metrics import MetricAggregate
 from keyhole.agent.rate_limit import ByteBudget, RateLimiter
+from keyhole.agent.sites import AgentThread
 from keyhole.protocol import events as ev
 from keyhole.protocol.durations import format_duration
 from keyhole.protocol.expression import TemplateField
@@ -38,9 +42,16 @@ if TYPE_CHECKING:
     from keyhole.agent.runtime import Runtime
 
 _clock = time.perf_counter
-_wall = time.time
 _ident = threading.get_ident
+_truth = sa.truth
 MAX_OPEN_CALLS = 10_000
+NOT_ADMITTED = 0
+
+
+def counter_value(counter: itertools.count[int]) -> int:
+    """How many times next() was called on an itertools.count() started at 0."""
+    text = repr(counter)  # "count(N)"
+    return int(text[6:-1])
 
 
 class Probe:
@@ -58,12 +69,12 @@ class Probe:
         self.expires = _clock() + spec.ttl
         self.limiter = RateLimiter(spec.rate) if spec.rate is not None else None
         self.max_hits = spec.max_hits
-        self.admitted = 0
-        self.hits = 0
+        self._hits = itertools.count()
+        self._admitted = itertools.count()
         self.suppressed = 0
         self.errors = 0
         self.consecutive_errors = 0
-        self.cost = 0.0  # seconds spent on application threads
+        self.cost = 0.0  # seconds measured on application threads (admitted and evaluated hits)
         self.ship_cost = 0.0  # seconds spent on the agent's thread finishing this probe's events
         self._error_limiter = RateLimiter(1.0)
         self._suppressed_errors = 0
@@ -76,6 +87,14 @@ class Probe:
         return compile_expression(checked, rules, self.spec.reveal) if checked is not None else None
 
     # --- state ---
+    @property
+    def hits(self) -> int:
+        return counter_value(self._hits)
+
+    @property
+    def admitted(self) -> int:
+        return counter_value(self._admitted)
+
     def set_rules(self, rules: RedactionRules) -> None:
         self.names = NameFilter(rules, self.spec.reveal)
 
@@ -93,7 +112,7 @@ class Probe:
         self.runtime.probe_disabled(self, reason)
 
     def expire(self) -> None:
-        self.disable(f"expired: its time to live ({_ttl(self.spec.ttl)}) ran out")
+        self.disable(f"expired: its time to live ({format_duration(self.spec.ttl)}) ran out")
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -101,54 +120,40 @@ class Probe:
             "emitted": self.admitted,
             "suppressed": self.suppressed,
             "errors": self.errors,
-            "cpu_ms": round(self.cost * 1000, 3),
+            "cpu_ms": round((self.cost + self.ship_cost + self.hits * self.runtime.hit_overhead) * 1000, 3),
         }
 
     # --- the hit ---
-    def _gate(self, now: float) -> bool:
-        """The cheap checks, before anything is read from the application."""
-        if not self.enabled:
-            return False
+    def _admit(self, now: float) -> int:
+        """After the condition held: may this hit produce an event?
+
+        0: no. n > 0: yes, the n-th event. -n: yes, the n-th and last one the hit limit allows.
+        """
         if now >= self.expires:
             self.expire()
-            return False
-        limiter = self.limiter
-        if limiter is not None and now < limiter.allow_at:
-            self.suppressed += 1
-            return False
-        return True
-
-    def _condition(self, frame: FrameType) -> Scope | None:
-        """Evaluate the condition; return the scope to reuse, or None when the hit does not count."""
-        scope = Scope(frame)
-        condition = self.condition
-        if condition is not None:
-            if not sa.truth(condition.evaluate(scope)):
-                self.consecutive_errors = 0
-                return None
-            self.consecutive_errors = 0
-        return scope
-
-    def _admit(self, now: float) -> int:
-        """0: dropped; 1: admitted; 2: admitted, and it was the last one the hit limit allows."""
+            return NOT_ADMITTED
+        if _ident() == AgentThread.ident:
+            return NOT_ADMITTED  # the agent's own work never feeds its probes
         limiter = self.limiter
         if limiter is not None and not limiter.try_acquire(now):
             self.suppressed += 1
-            return 0
+            return NOT_ADMITTED
         if self.captures and not self.runtime.capture_limiter.try_acquire(now):
             self.suppressed += 1
-            return 0
-        with self._lock:
-            if not self.enabled:
-                return 0
-            self.admitted += 1
-            if self.max_hits is not None and self.admitted >= self.max_hits:
+            return NOT_ADMITTED
+        n = next(self._admitted) + 1
+        max_hits = self.max_hits
+        if max_hits is not None:
+            if n > max_hits:
+                return NOT_ADMITTED
+            if n == max_hits:
                 self.enabled = False
-                return 2
-        return 1
+                return -n
+        return n
 
     def _after_emit(self, admitted: int) -> None:
-        if admitted == 2:
+        if admitted < 0:
+            self.enabled = False
             self.runtime.probe_disabled(self, f"hit limit reached ({self.max_hits} events)")
 
     def _failed(self, exc: Exception, now: float) -> None:
@@ -165,7 +170,7 @@ class Probe:
             self.disable(f"expression failed {self.consecutive_errors} times in a row; last error: {exc}")
             return
         if self._error_limiter.try_acquire(now):
-            event = self._event(ev.ERROR)
+            event = self._event(ev.ERROR, now)
             event["error"] = str(exc)
             if self._suppressed_errors:
                 event["suppressed"] = self._suppressed_errors
@@ -174,40 +179,40 @@ class Probe:
         else:
             self._suppressed_errors += 1
 
-    def _event(self, kind: str) -> dict[str, Any]:
-        return {"probe": self.id, "kind": kind, "ts": _wall(), "thread": _ident()}
+    def _event(self, kind: str, now: float) -> dict[str, Any]:
+        return {"probe": self.id, "kind": kind, "ts": now, "thread": _ident()}
 
     def _capturer(self) -> Capturer:
         return Capturer(self.names, self.limits)
 
 
-def _ttl(seconds: float) -> str:
-    return format_duration(seconds)
-
-
 class LineProbe(Probe):
     def on_line(self, frame: FrameType) -> None:
-        start = _clock()
-        self.hits += 1
+        next(self._hits)
+        if not self.enabled:
+            return
+        now = _clock()
+        limiter = self.limiter
+        if limiter is not None and now < limiter.allow_at:
+            self.suppressed += 1
+            return
         try:
-            if not self._gate(start):
-                return
-            scope = self._condition(frame)
-            if scope is None:
-                return
-            self._on_admissible(frame, scope, start)
+            scope = Scope(frame)
+            condition = self.condition
+            if condition is not None:
+                if not _truth(condition.evaluate(scope)):
+                    self.consecutive_errors = 0
+                    return
+                self.consecutive_errors = 0
+            admitted = self._admit(now)
+            if admitted:
+                self.emit(frame, scope, now, admitted)
         except Exception as exc:
-            self._failed(exc, start)
+            self._failed(exc, now)
         finally:
-            self.cost += _clock() - start
+            self.cost += _clock() - now
 
-    def _on_admissible(self, frame: FrameType, scope: Scope, now: float) -> None:
-        admitted = self._admit(now)
-        if admitted:
-            self.runtime.emit(self.build(frame, scope))
-            self._after_emit(admitted)
-
-    def build(self, frame: FrameType, scope: Scope) -> dict[str, Any]:
+    def emit(self, frame: FrameType, scope: Scope, now: float, admitted: int) -> None:
         raise NotImplementedError
 
 
@@ -219,10 +224,12 @@ class SnapshotProbe(LineProbe):
         super().__init__(spec, runtime)
         self.watch = tuple(compile_expression(w, runtime.rules, spec.reveal) for w in spec.checked_watch)
 
-    def build(self, frame: FrameType, scope: Scope) -> dict[str, Any]:
+    def emit(self, frame: FrameType, scope: Scope, now: float, admitted: int) -> None:
         capturer = self._capturer()
-        event = self._event(ev.SNAPSHOT)
-        event["frames"] = capture_stack(frame, capturer, self.limits.frames_with_locals, self.limits.frames)
+        event = self._event(ev.SNAPSHOT, now)
+        event["frames"] = capture_stack(
+            frame, capturer, self.limits.frames_with_locals, self.limits.frames, scope.locals
+        )
         watch: dict[str, Any] = {}
         for expression in self.watch:
             try:
@@ -232,7 +239,8 @@ class SnapshotProbe(LineProbe):
             except EvalError as exc:
                 watch[expression.source] = {"@error": str(exc)}
         event["watch"] = watch
-        return event
+        self.runtime.emit(event)
+        self._after_emit(admitted)
 
 
 class LogProbe(LineProbe):
@@ -253,40 +261,36 @@ class LogProbe(LineProbe):
         super().reset_after_fork()
         self.bytes.reset_after_fork()
 
-    def _on_admissible(self, frame: FrameType, scope: Scope, now: float) -> None:
-        admitted = self._admit(now)
-        if not admitted:
-            return
-        message, error = self._format(scope)
-        if not self.bytes.take(now, len(message)):
-            self.suppressed += 1
-            self._after_emit(admitted)
-            return
-        event = self._event(ev.LOG)
-        event["message"] = message
-        self.runtime.emit(event)
-        self._after_emit(admitted)
-        if error is not None:
-            self._failed(error, now)
-        else:
-            self.consecutive_errors = 0
-
-    def _format(self, scope: Scope) -> tuple[str, EvalError | None]:
+    def emit(self, frame: FrameType, scope: Scope, now: float, admitted: int) -> None:
         out: list[str] = []
         error: EvalError | None = None
+        names = self.names
         for part in self.parts:
             if isinstance(part, str):
                 out.append(part)
                 continue
             expression, spec = part
             try:
-                out.append(format_value(expression.evaluate(scope), spec, self.names))
+                out.append(format_value(expression.evaluate(scope), spec, names))
             except StepBudgetExceeded:
                 raise
             except EvalError as exc:
                 error = exc
                 out.append(f"<error: {exc}>")
-        return "".join(out)[:MAX_MESSAGE], error
+        message = "".join(out)
+        if len(message) > MAX_MESSAGE:
+            message = message[:MAX_MESSAGE]
+        if self.bytes.take(now, len(message)):
+            event = self._event(ev.LOG, now)
+            event["message"] = message
+            self.runtime.emit(event)
+        else:
+            self.suppressed += 1
+        self._after_emit(admitted)
+        if error is not None:
+            self._failed(error, now)
+        else:
+            self.consecutive_errors = 0
 
 
 class MetricProbe(LineProbe):
@@ -297,6 +301,9 @@ class MetricProbe(LineProbe):
         self.value = self._compile(spec.checked_value, runtime.rules)
         self.aggregate = MetricAggregate()
         self.started = _clock()
+        # A plain hit counter needs nothing from the frame: the hit is the count.
+        self.counter_only = self.condition is None and self.value is None and self.max_hits is None
+        self._reported_hits = 0
 
     def reset_after_fork(self) -> None:
         super().reset_after_fork()
@@ -304,46 +311,49 @@ class MetricProbe(LineProbe):
         self.started = _clock()
 
     def on_line(self, frame: FrameType) -> None:
-        start = _clock()
-        self.hits += 1
+        if self.counter_only:
+            if self.enabled:
+                next(self._hits)
+            return
+        next(self._hits)
+        if not self.enabled:
+            return
+        now = _clock()
         try:
-            if not self.enabled:
-                return
-            if start >= self.expires:
-                self.expire()
-                return
-            if self.condition is None and self.value is None and self.max_hits is None:
-                self.aggregate.hit()
-                return
-            scope = self._condition(frame)
-            if scope is None:
+            scope = Scope(frame)
+            condition = self.condition
+            if condition is not None and not _truth(condition.evaluate(scope)):
+                self.consecutive_errors = 0
                 return
             if self.max_hits is not None:
-                admitted = self._admit(start)
+                admitted = self._admit(now)
                 if not admitted:
                     return
-                if admitted == 2:
-                    self._after_emit(admitted)
+                self._after_emit(admitted)
             if self.value is None:
                 self.aggregate.hit()
-                return
-            value = self.value.evaluate(scope)
-            if not is_finite_number(value):
-                raise EvalError(f"metric value must be a finite number (got {sa.type_name(value)})")
-            self.aggregate.add(float(value))
+            else:
+                value = self.value.evaluate(scope)
+                if not is_finite_number(value):
+                    raise EvalError(f"metric value must be a finite number (got {sa.type_name(value)})")
+                self.aggregate.add(float(value))
             self.consecutive_errors = 0
         except Exception as exc:
-            self._failed(exc, start)
+            self._failed(exc, now)
         finally:
-            self.cost += _clock() - start
+            self.cost += _clock() - now
 
     def report(self, final: bool = False) -> dict[str, Any] | None:
         """The interval's aggregate as an event, or None when nothing was hit (except the final report)."""
         now = _clock()
         data = self.aggregate.take()
+        if self.counter_only:
+            hits = self.hits
+            data["count"] = hits - self._reported_hits
+            self._reported_hits = hits
         if not data["count"] and not final:
             return None
-        event = self._event(ev.METRIC)
+        event = self._event(ev.METRIC, now)
         event.update(data)
         event["interval"] = round(now - self.started, 3)
         if final:
@@ -361,69 +371,75 @@ class FunctionProbe(Probe):
     def __init__(self, spec: ProbeSpec, runtime: Runtime) -> None:
         super().__init__(spec, runtime)
         self._calls: dict[int, tuple[int, float]] = {}
-        self._counter = itertools.count(1)
 
     def reset_after_fork(self) -> None:
         super().reset_after_fork()
         self._calls = {}
 
     def on_enter(self, frame: FrameType) -> None:
-        start = _clock()
-        self.hits += 1
+        next(self._hits)
+        if not self.enabled:
+            return
+        now = _clock()
+        limiter = self.limiter
+        if limiter is not None and now < limiter.allow_at:
+            self.suppressed += 1
+            return
         try:
-            if not self._gate(start):
-                return
-            scope = self._condition(frame)
-            if scope is None:
-                return
-            admitted = self._admit(start)
+            condition = self.condition
+            if condition is not None:
+                if not _truth(condition.evaluate(Scope(frame))):
+                    self.consecutive_errors = 0
+                    return
+                self.consecutive_errors = 0
+            admitted = self._admit(now)
             if not admitted:
                 return
-            call = next(self._counter)
+            call = abs(admitted)
             if len(self._calls) < MAX_OPEN_CALLS:
-                self._calls[id(frame)] = (call, start)
+                self._calls[id(frame)] = (call, now)
             code = frame.f_code
-            event = self._event(ev.FUNCTION)
+            flags = code.co_flags
+            nargs = code.co_argcount + code.co_kwonlyargcount + bool(flags & 0x04) + bool(flags & 0x08)
+            local_vars = frame.f_locals
+            event = self._event(ev.FUNCTION, now)
             event["phase"] = "entry"
             event["call"] = call
-            nargs = code.co_argcount + code.co_kwonlyargcount + bool(code.co_flags & 0x04) + bool(code.co_flags & 0x08)
-            names = code.co_varnames[:nargs]
-            local_vars = frame.f_locals
             event["args"] = self._capturer().fields(
-                ((n, local_vars[n]) for n in names if n in local_vars), 0
+                ((n, local_vars[n]) for n in code.co_varnames[:nargs] if n in local_vars), 0
             )
             self.runtime.emit(event)
             self._after_emit(admitted)
         except Exception as exc:
-            self._failed(exc, start)
+            self._failed(exc, now)
         finally:
-            self.cost += _clock() - start
+            self.cost += _clock() - now
 
-    def _exit(self, frame: FrameType, phase: str, key: str, value: Any) -> None:
-        start = _clock()
+    def _exit(self, frame: FrameType, phase: str, value: Any) -> None:
+        entry = self._calls.pop(id(frame), None)
+        if entry is None:
+            return
+        now = _clock()
         try:
-            entry = self._calls.pop(id(frame), None)
-            if entry is None:
-                return
             call, began = entry
-            event = self._event(ev.FUNCTION)
+            event = self._event(ev.FUNCTION, now)
             event["phase"] = phase
             event["call"] = call
-            event[key] = self._capturer().value(value)
-            event["duration_ms"] = round((start - began) * 1000, 4)
+            event[phase] = self._capturer().value(value)
+            event["duration_ms"] = round((now - began) * 1000, 4)
             self.runtime.emit(event)
         except Exception as exc:
-            self._failed(exc, start)
+            self._failed(exc, now)
         finally:
-            self.cost += _clock() - start
+            self.cost += _clock() - now
 
     def on_return(self, frame: FrameType, value: Any) -> None:
         if self._calls:
-            self._exit(frame, "return", "return", value)
+            self._exit(frame, "return", value)
 
     def on_unwind(self, frame: FrameType, exc: BaseException) -> None:
         if self._calls:
-            self._exit(frame, "exception", "exception", exc)
+            self._exit(frame, "exception", exc)
 
 
 class ExceptionProbe(Probe):
@@ -438,48 +454,53 @@ class ExceptionProbe(Probe):
 
     def matches(self, exc: BaseException) -> bool:
         wanted = self.exception
-        for klass in sa.mro(type(exc)):
-            if sa.class_name(klass) == wanted or sa.qualified_name(klass) == wanted:
-                return True
-        return False
+        return any(sa.class_name(k) == wanted or sa.qualified_name(k) == wanted for k in sa.mro(type(exc)))
 
     def on_unwind(self, frame: FrameType, exc: BaseException) -> None:
-        start = _clock()
-        self.hits += 1
+        next(self._hits)
+        if not self.enabled:
+            return
+        now = _clock()
+        limiter = self.limiter
+        if limiter is not None and now < limiter.allow_at:
+            self.suppressed += 1
+            return
         try:
-            if not self._gate(start) or not self.matches(exc):
+            if not self.matches(exc):
                 return
-            scope = self._condition(frame)
-            if scope is None:
+            condition = self.condition
+            if condition is not None and not _truth(condition.evaluate(Scope(frame))):
                 return
-            admitted = self._admit(start)
+            admitted = self._admit(now)
             if not admitted:
                 return
             capturer = self._capturer()
-            event = self._event(ev.EXCEPTION)
+            event = self._event(ev.EXCEPTION, now)
             event["exception"] = capturer.value(exc)
-            frames: list[dict[str, Any]] = []
-            tb = exc.__traceback__
             chain: list[tuple[FrameType, int]] = []
+            tb = exc.__traceback__
             while tb is not None:
                 chain.append((tb.tb_frame, tb.tb_lineno))
                 tb = tb.tb_next
+            frames: list[dict[str, Any]] = []
             for tb_frame, lineno in reversed(chain[-self.limits.frames :]):
                 code = tb_frame.f_code
-                frames.append({
-                    "file": code.co_filename,
-                    "line": lineno,
-                    "function": code.co_qualname,
-                    "locals": frame_locals(tb_frame, capturer),
-                })
+                frames.append(
+                    {
+                        "file": code.co_filename,
+                        "line": lineno,
+                        "function": code.co_qualname,
+                        "locals": frame_locals(tb_frame, capturer),
+                    }
+                )
             chain.clear()
             event["frames"] = frames
             self.runtime.emit(event)
             self._after_emit(admitted)
         except Exception as error:
-            self._failed(error, start)
+            self._failed(error, now)
         finally:
-            self.cost += _clock() - start
+            self.cost += _clock() - now
 
 
 class StacksProbe(Probe):
@@ -490,6 +511,10 @@ class StacksProbe(Probe):
     def __init__(self, spec: ProbeSpec, runtime: Runtime) -> None:
         super().__init__(spec, runtime)
         self.next_at: float | None = _clock() + (spec.after or 0.0)
+
+    def taken(self) -> None:
+        next(self._admitted)
+        next(self._hits)
 
 
 PROBE_CLASSES: dict[str, Callable[[ProbeSpec, Runtime], Probe]] = {

@@ -1,17 +1,18 @@
-"""A rate limiter whose "drop" decision is one float comparison, read without a lock.
+"""Rate limits whose "drop" decision is one float comparison.
 
 GCRA (the generic cell rate algorithm): the limiter keeps the earliest time the next event may be
-admitted. A hit before that time is dropped without touching anything else; a hit after it takes
-the lock and moves the time forward. Up to `burst` events may pass at once after a quiet period.
+admitted. A hit before that time is dropped without touching anything else; a hit after it moves the
+time forward. Up to `burst` events may pass at once after a quiet period.
+
+No locks: these are soft limits. Two threads admitted at the same instant can let one extra event
+through, which a rate cap tolerates; exact counts (hit limits) use itertools.count instead.
 """
 
 from __future__ import annotations
 
-import threading
-
 
 class RateLimiter:
-    __slots__ = ("_lock", "_tat", "allow_at", "interval", "tolerance")
+    __slots__ = ("_tat", "allow_at", "interval", "tolerance")
 
     def __init__(self, rate: float, burst: float | None = None) -> None:
         self.interval = 1.0 / rate
@@ -19,46 +20,43 @@ class RateLimiter:
         self.tolerance = self.interval * (size - 1.0)
         self._tat = 0.0
         self.allow_at = 0.0
-        self._lock = threading.Lock()
 
     def try_acquire(self, now: float) -> bool:
         """Admit one event at `now` (seconds on the monotonic clock) if the rate allows it."""
         if now < self.allow_at:
             return False
-        with self._lock:
-            tat = self._tat
-            if now < tat - self.tolerance:
-                return False
-            tat = (tat if tat > now else now) + self.interval
-            self._tat = tat
-            self.allow_at = tat - self.tolerance
-            return True
+        tat = self._tat
+        tat = (tat if tat > now else now) + self.interval
+        self._tat = tat
+        self.allow_at = tat - self.tolerance
+        return True
 
     def reset_after_fork(self) -> None:
-        self._lock = threading.Lock()
+        """Nothing to reset: no lock to inherit in a locked state."""
 
 
 class ByteBudget:
     """Bytes per second (log lines), refilled continuously; a line that does not fit is dropped."""
 
-    __slots__ = ("_last", "_lock", "available", "capacity", "per_second")
+    __slots__ = ("_last", "available", "capacity", "per_second")
 
     def __init__(self, per_second: float) -> None:
         self.per_second = per_second
         self.capacity = per_second
         self.available = per_second
         self._last = 0.0
-        self._lock = threading.Lock()
 
     def take(self, now: float, size: int) -> bool:
-        with self._lock:
-            if self._last:
-                self.available = min(self.capacity, self.available + (now - self._last) * self.per_second)
-            self._last = now
-            if size > self.available:
-                return False
-            self.available -= size
-            return True
+        available = self.available
+        if self._last:
+            available += (now - self._last) * self.per_second
+            available = min(available, self.capacity)
+        self._last = now
+        if size > available:
+            self.available = available
+            return False
+        self.available = available - size
+        return True
 
     def reset_after_fork(self) -> None:
-        self._lock = threading.Lock()
+        """Nothing to reset."""

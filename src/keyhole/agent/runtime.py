@@ -16,6 +16,7 @@ class Runtime(Protocol):
     rules: RedactionRules
     limits: CaptureLimits
     capture_limiter: RateLimiter
+    hit_overhead: float
 
     def emit(self, event: dict[str, Any]) -> None:
         """Queue an event for the agent's thread; never blocks."""

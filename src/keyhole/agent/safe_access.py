@@ -26,12 +26,12 @@ from keyhole.agent.errors import EvalError
 
 MISSING: Final = object()
 
-_mro_of = type.__dict__["__mro__"].__get__
-_namespace_of = type.__dict__["__dict__"].__get__
-_qualname_of = type.__dict__["__qualname__"].__get__
-_module_of = type.__dict__["__module__"].__get__
-_name_of = type.__dict__["__name__"].__get__
-_module_dict = types.ModuleType.__dict__["__dict__"].__get__
+_mro_of: Any = type.__dict__["__mro__"].__get__
+_namespace_of: Any = type.__dict__["__dict__"].__get__
+_qualname_of: Any = type.__dict__["__qualname__"].__get__
+_module_of: Any = type.__dict__["__module__"].__get__
+_name_of: Any = type.__dict__["__name__"].__get__
+_module_dict: Any = vars(types.ModuleType)["__dict__"].__get__
 _generic_getattr = object.__getattribute__
 
 _WRAPPER = types.WrapperDescriptorType
@@ -49,8 +49,18 @@ except ImportError:  # pragma: no cover - CPython always builds _decimal
 
 # Scalars whose comparison, hashing and truth are C code with no hooks.
 SCALAR_TYPES: tuple[type, ...] = (
-    _NONE_TYPE, bool, int, float, complex, str, bytes,
-    datetime.date, datetime.datetime, datetime.time, datetime.timedelta, *_DECIMAL_TYPES,
+    _NONE_TYPE,
+    bool,
+    int,
+    float,
+    complex,
+    str,
+    bytes,
+    datetime.date,
+    datetime.datetime,
+    datetime.time,
+    datetime.timedelta,
+    *_DECIMAL_TYPES,
 )
 _SCALAR_IDS: Final = frozenset(map(id, SCALAR_TYPES))
 _NUMBER_IDS: Final = frozenset(map(id, (bool, int, float, complex, *_DECIMAL_TYPES)))
@@ -58,11 +68,25 @@ _STR_IDS: Final = frozenset(map(id, (str, bytes)))
 
 # Built-in containers and scalars: the bases whose C slots we trust.
 CONTAINER_BASES: tuple[type, ...] = (
-    list, tuple, dict, set, frozenset, collections.deque, bytearray, range,
+    list,
+    tuple,
+    dict,
+    set,
+    frozenset,
+    collections.deque,
+    bytearray,
+    range,
 )
 _TRUSTED_OWNERS: tuple[type, ...] = (
-    object, *SCALAR_TYPES, *CONTAINER_BASES, collections.OrderedDict, collections.defaultdict,
-    slice, datetime.timezone, datetime.tzinfo, BaseException,
+    object,
+    *SCALAR_TYPES,
+    *CONTAINER_BASES,
+    collections.OrderedDict,
+    collections.defaultdict,
+    slice,
+    datetime.timezone,
+    datetime.tzinfo,
+    BaseException,
 )
 _TRUSTED_OWNER_IDS: Final = frozenset(map(id, _TRUSTED_OWNERS))
 # Types whose getset/member descriptors (C code) may be read: plain data, no side effects.
@@ -70,8 +94,20 @@ _READABLE_DESCRIPTOR_OWNER_IDS: Final = frozenset(
     map(
         id,
         (
-            int, float, complex, bool, str, bytes, slice, range, *_DECIMAL_TYPES,
-            datetime.date, datetime.datetime, datetime.time, datetime.timedelta, datetime.timezone,
+            int,
+            float,
+            complex,
+            bool,
+            str,
+            bytes,
+            slice,
+            range,
+            *_DECIMAL_TYPES,
+            datetime.date,
+            datetime.datetime,
+            datetime.time,
+            datetime.timedelta,
+            datetime.timezone,
             *(t for t in vars(builtins).values() if isinstance(t, type) and issubclass(t, BaseException)),
         ),
     )
@@ -166,13 +202,16 @@ def _all_c(cls: type, names: tuple[str, ...]) -> bool:
 
 
 class TypeLayout:
-    """Where a type keeps instance state: its ``__dict__`` descriptor and its slots. Cached per type."""
+    """Where a type keeps instance state (its ``__dict__`` descriptor and slots), its name, and how the
+    capture shows it. Cached per type: none of this changes after a class is created."""
 
-    __slots__ = ("cls", "dict_descriptor", "qualname", "slots")
+    __slots__ = ("base", "cls", "dict_descriptor", "kind", "qualname", "slots")
 
     def __init__(self, cls: type) -> None:
         self.cls = cls
         self.qualname = qualified_name(cls)
+        self.base = builtin_base(cls)
+        self.kind = _capture_kind(cls, self.base)
         descriptor = class_lookup(cls, "__dict__")
         self.dict_descriptor = descriptor if type(descriptor) in (_GETSET, _MEMBER) else None
         slots: list[tuple[str, Any]] = []
@@ -195,6 +234,30 @@ class TypeLayout:
                     seen.add(raw)
                     slots.append((raw, member))
         self.slots = tuple(slots)
+
+
+def _capture_kind(cls: type, base: type | None) -> str:
+    classes = _mro_of(cls)
+    names = {qualified_name(k) for k in classes}
+    if "uuid.UUID" in names:
+        return "uuid"
+    if "enum.Enum" in names:
+        return "enum"
+    if any(k is datetime.timedelta for k in classes):
+        return "timedelta"
+    if any(k is datetime.date or k is datetime.time for k in classes):
+        return "iso"
+    if "decimal.Decimal" in names and any(id(k) in _TRUSTED_OWNER_IDS for k in classes):
+        return "decimal"
+    if base is not None:
+        return "container"
+    if any(k is type for k in classes):
+        return "class"
+    if any(k is types.ModuleType for k in classes):
+        return "module"
+    if any(k is BaseException for k in classes):
+        return "exception"
+    return "object"
 
 
 _LAYOUTS: dict[int, TypeLayout] = {}
@@ -255,7 +318,7 @@ def _is_data_descriptor(value: object) -> bool:
     return class_lookup(vt, "__set__") is not MISSING or class_lookup(vt, "__delete__") is not MISSING
 
 
-def get_attribute(obj: object, name: str) -> Any:
+def get_attribute(obj: Any, name: str) -> Any:
     """``obj.name`` read from the object's own storage; raise UnsafeOperation instead of running code."""
     cls = type(obj)
     if _is_subclass(cls, types.ModuleType):
@@ -265,9 +328,9 @@ def get_attribute(obj: object, name: str) -> Any:
         return value
     if _is_subclass(cls, type):
         # A class: its namespace, raw. A method or property comes back as the object itself, not run.
-        value = class_lookup(obj, name)  # type: ignore[arg-type]
+        value = class_lookup(obj, name)
         if value is MISSING:
-            raise UnsafeOperation(f"class {qualified_name(obj)} has no attribute {name!r}")  # type: ignore[arg-type]
+            raise UnsafeOperation(f"class {qualified_name(obj)} has no attribute {name!r}")
         return value
     found = class_lookup(cls, name)
     if found is MISSING or not _has_get(found):
@@ -294,9 +357,15 @@ def get_attribute(obj: object, name: str) -> Any:
         value = d.get(name, MISSING)
         if value is not MISSING:
             return value
-    kind = "property" if isinstance(found, property) else (
-        "method" if ft in (types.FunctionType, staticmethod, classmethod, types.BuiltinFunctionType)
-        or ft is types.MethodDescriptorType else "descriptor"
+    kind = (
+        "property"
+        if isinstance(found, property)
+        else (
+            "method"
+            if ft in (types.FunctionType, staticmethod, classmethod, types.BuiltinFunctionType)
+            or ft is types.MethodDescriptorType
+            else "descriptor"
+        )
     )
     if kind == "method":
         raise UnsafeOperation(f"{name!r} is a method of {layout(cls).qualname}; keyhole does not call methods")
@@ -308,7 +377,7 @@ def get_attribute(obj: object, name: str) -> Any:
 # --- operations that would dispatch to dunders ---------------------------------------------------
 
 
-def is_plain(value: object, depth: int = 2, names: tuple[str, ...] = _HASH) -> bool:
+def is_plain(value: Any, depth: int = 2, names: tuple[str, ...] = _HASH) -> bool:
     """True when comparing or hashing value runs C code only (containers are checked element by element)."""
     cls = type(value)
     if id(cls) in _SCALAR_IDS:
@@ -321,35 +390,32 @@ def is_plain(value: object, depth: int = 2, names: tuple[str, ...] = _HASH) -> b
     if depth <= 0:
         return False
     if base is dict:
-        return all(
-            is_plain(k, depth - 1, names) and is_plain(v, depth - 1, names)
-            for k, v in dict.items(value)  # type: ignore[arg-type]
-        )
+        return all(is_plain(k, depth - 1, names) and is_plain(v, depth - 1, names) for k, v in dict.items(value))
     return all(is_plain(v, depth - 1, names) for v in _iterate(value, base))
 
 
-def _iterate(value: object, base: type) -> Iterator[Any]:
-    iterator: Iterator[Any] = base.__iter__(value)  # type: ignore[attr-defined]
+def _iterate(value: Any, base: Any) -> Iterator[Any]:
+    iterator: Iterator[Any] = base.__iter__(value)
     return iterator
 
 
-def iterate(value: object) -> Iterator[Any]:
+def iterate(value: Any) -> Iterator[Any]:
     """Iterate a built-in container or string with the base type's own C iterator."""
     base = builtin_base(type(value))
     if base is None:
         raise UnsafeOperation(f"cannot iterate over a {layout(type(value)).qualname} (only built-in containers)")
     if base is dict:
-        return iter(dict.keys(value))  # type: ignore[arg-type]
+        return iter(dict.keys(value))
     return _iterate(value, base)
 
 
-def size(value: object) -> int:
+def size(value: Any) -> int:
     """len() of a built-in container or string, through the base type's C slot."""
     cls = type(value)
-    base = builtin_base(cls)
+    base: Any = builtin_base(cls)
     if base is None:
         raise UnsafeOperation(f"len() of a {layout(cls).qualname} would call its __len__; only built-in containers")
-    result: int = base.__len__(value)  # type: ignore[attr-defined]
+    result: int = base.__len__(value)
     return result
 
 
@@ -366,15 +432,15 @@ def equals(a: object, b: object) -> bool:
     return bool(a == b)
 
 
-def order(op: str, a: object, b: object) -> bool:
+def order(op: str, a: Any, b: Any) -> bool:
     _check_comparable(a, b, _ORDER)
     if op == "<":
-        return bool(a < b)  # type: ignore[operator]
+        return bool(a < b)
     if op == "<=":
-        return bool(a <= b)  # type: ignore[operator]
+        return bool(a <= b)
     if op == ">":
-        return bool(a > b)  # type: ignore[operator]
-    return bool(a >= b)  # type: ignore[operator]
+        return bool(a > b)
+    return bool(a >= b)
 
 
 def truth(value: object) -> bool:
@@ -386,23 +452,23 @@ def truth(value: object) -> bool:
     raise UnsafeOperation(f"the truth value of a {layout(cls).qualname} would call its __bool__ or __len__")
 
 
-def contains(container: object, item: object) -> tuple[bool, int]:
+def contains(container: Any, item: Any) -> tuple[bool, int]:
     """``item in container`` and the number of elements it had to look at (for the step budget)."""
     cls = type(container)
     base = builtin_base(cls)
     if base in (str, bytes, bytearray):
         if type(item) not in (str, bytes, int):
             raise UnsafeOperation("'in' on a string needs a string on the left")
-        found: bool = base.__contains__(container, item)  # type: ignore[union-attr]
+        found: bool = base.__contains__(container, item)
         return found, size(container) // 16 + 1
     if base is None or base is range:
         if base is range:
-            return bool(range.__contains__(container, item)), 1  # type: ignore[arg-type]
+            return bool(range.__contains__(container, item)), 1
         raise UnsafeOperation(f"'in' on a {layout(cls).qualname} would call its __contains__")
     if not is_plain(item):
         raise UnsafeOperation(f"'in' with a {layout(type(item)).qualname} would call its __eq__ or __hash__")
     if base is dict:
-        keys = dict.keys(container)  # type: ignore[arg-type]
+        keys = dict.keys(container)
         if not all_plain(keys):
             raise UnsafeOperation("this dict has keys whose __eq__ or __hash__ is application code")
         return item in keys, len(keys) // 16 + 1
@@ -410,7 +476,6 @@ def contains(container: object, item: object) -> tuple[bool, int]:
     if not all_plain(elements):
         raise UnsafeOperation("this container holds objects whose __eq__ or __hash__ is application code")
     return item in elements, len(elements) // 4 + 1
-
 
 
 def all_plain(values: Iterable[Any]) -> bool:
@@ -422,23 +487,23 @@ def all_plain(values: Iterable[Any]) -> bool:
     return all(is_plain(v) for v in values)
 
 
-def dict_get(d: object, key: object) -> Any:
+def dict_get(d: Any, key: Any) -> Any:
     """``d[key]`` for a built-in dict (or subclass) without __missing__, __hash__ or __eq__ of user types."""
     if not is_plain(key):
         raise UnsafeOperation(f"a {layout(type(key)).qualname} key would call its __hash__ and __eq__")
-    keys = dict.keys(d)  # type: ignore[arg-type]
+    keys = dict.keys(d)
     if not all_plain(keys):
         raise UnsafeOperation("this dict has keys whose __eq__ or __hash__ is application code")
-    value = dict.get(d, key, MISSING)  # type: ignore[arg-type]
+    value = dict.get(d, key, MISSING)
     if value is MISSING:
         raise KeyMissing(f"key {key!r} not found")
     return value
 
 
-def get_item(obj: object, key: object) -> Any:
+def get_item(obj: Any, key: Any) -> Any:
     """``obj[key]`` for built-in sequences, strings and dicts only."""
     cls = type(obj)
-    base = builtin_base(cls)
+    base: Any = builtin_base(cls)
     if base is dict:
         return dict_get(obj, key)
     if base is None or base in (set, frozenset):
@@ -452,7 +517,7 @@ def get_item(obj: object, key: object) -> Any:
     elif type(key) not in (int, bool):
         raise UnsafeOperation(f"index must be an integer (got {layout(type(key)).qualname})")
     try:
-        return base.__getitem__(obj, key)  # type: ignore[attr-defined]
+        return base.__getitem__(obj, key)
     except IndexError:
         raise UnsafeOperation(f"index {key!r} out of range") from None
 
@@ -468,10 +533,39 @@ def is_number(value: object) -> bool:
 
 
 _ARITH = (
-    "__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__", "__truediv__", "__rtruediv__",
-    "__floordiv__", "__rfloordiv__", "__mod__", "__rmod__", "__pow__", "__rpow__", "__neg__", "__pos__",
-    "__abs__", "__invert__", "__lshift__", "__rshift__", "__and__", "__or__", "__xor__", "__round__",
-    "__index__", "__int__", "__float__", "__lt__", "__le__", "__gt__", "__ge__", "__eq__", "__ne__",
+    "__add__",
+    "__radd__",
+    "__sub__",
+    "__rsub__",
+    "__mul__",
+    "__rmul__",
+    "__truediv__",
+    "__rtruediv__",
+    "__floordiv__",
+    "__rfloordiv__",
+    "__mod__",
+    "__rmod__",
+    "__pow__",
+    "__rpow__",
+    "__neg__",
+    "__pos__",
+    "__abs__",
+    "__invert__",
+    "__lshift__",
+    "__rshift__",
+    "__and__",
+    "__or__",
+    "__xor__",
+    "__round__",
+    "__index__",
+    "__int__",
+    "__float__",
+    "__lt__",
+    "__le__",
+    "__gt__",
+    "__ge__",
+    "__eq__",
+    "__ne__",
 )
 
 
@@ -497,7 +591,6 @@ def isinstance_nominal(value: object, target: object) -> bool:
         else:
             raise UnsafeOperation("isinstance() needs a class, a type name string, or a tuple of them")
     return False
-
 
 
 _STR_OF: dict[int, Any] = {

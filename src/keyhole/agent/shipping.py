@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from typing import Any
 
 from keyhole.agent.capture import LongText
@@ -17,10 +18,41 @@ from keyhole.protocol.events import format_timestamp
 from keyhole.protocol.redaction import MARKER_KEY, marker, redact_text
 
 # Fields written by keyhole itself, never from application data.
-_META = frozenset({"probe", "kind", "ts", "thread", "pid", "phase", "call", "duration_ms", "interval",
-                   "count", "values", "sum", "min", "max", "mean", "p50", "p90", "p99", "final",
-                   "locations", "backend", "suppressed", "event", "hits", "emitted", "errors",
-                   "cpu_ms", "service", "python", "keyhole", "instance"})
+_META = frozenset(
+    {
+        "probe",
+        "kind",
+        "ts",
+        "thread",
+        "pid",
+        "phase",
+        "call",
+        "duration_ms",
+        "interval",
+        "count",
+        "values",
+        "sum",
+        "min",
+        "max",
+        "mean",
+        "p50",
+        "p90",
+        "p99",
+        "final",
+        "locations",
+        "backend",
+        "suppressed",
+        "event",
+        "hits",
+        "emitted",
+        "errors",
+        "cpu_ms",
+        "service",
+        "python",
+        "keyhole",
+        "instance",
+    }
+)
 _FRAME_META = frozenset({"file", "line", "function"})
 
 
@@ -50,28 +82,37 @@ def finish_value(value: Any, reveal: tuple[str, ...]) -> Any:
             return value
         out: dict[str, Any] = {}
         for key, item in value.items():
+            name = key
             if not key.startswith("@") or key.startswith("@@"):
                 new_key, _ = redact_text(key, reveal)
                 if new_key != key:
-                    key = f"{new_key}#{len(out)}"
-            out[key] = finish_value(item, reveal)
+                    name = f"{new_key}#{len(out)}"
+            out[name] = finish_value(item, reveal)
         return out
     if kind is float and not math.isfinite(value):
         return {"@type": "float", "@value": repr(value)}
     return value
 
 
-def finish_event(event: dict[str, Any], pid: int, reveal: tuple[str, ...]) -> dict[str, Any]:
+def wall_offset() -> float:
+    """Add to a perf_counter() reading to get the wall clock (hits read the cheaper monotonic clock)."""
+    return time.time() - time.perf_counter()
+
+
+def finish_event(
+    event: dict[str, Any], pid: int, reveal: tuple[str, ...], offset: float | None = None
+) -> dict[str, Any]:
+    if offset is None:
+        offset = wall_offset()
     out: dict[str, Any] = {}
     for key, value in event.items():
         if key == "ts":
-            out[key] = format_timestamp(value) if type(value) is float else value
+            out[key] = format_timestamp(value + offset) if type(value) is float else value
         elif key == "thread":
             out[key] = thread_name(value) if type(value) is int else value
         elif key == "frames":
             out[key] = [
-                {k: (v if k in _FRAME_META else finish_value(v, reveal)) for k, v in frame.items()}
-                for frame in value
+                {k: (v if k in _FRAME_META else finish_value(v, reveal)) for k, v in frame.items()} for frame in value
             ]
         elif key in _META:
             out[key] = finish_value(value, ()) if type(value) is float and not math.isfinite(value) else value

@@ -8,7 +8,6 @@ replaced whole when probes come and go, so a hit never sees a half-updated list.
 from __future__ import annotations
 
 import sys
-import threading
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -16,11 +15,10 @@ if TYPE_CHECKING:
     from keyhole.agent.probes import ExceptionProbe, FunctionProbe, LineProbe
 
 _getframe = sys._getframe
-_ident = threading.get_ident
 
 
 class AgentThread:
-    """The ident of the agent's own thread: its work must never trigger probes (it would feed itself)."""
+    """The ident of the agent's own thread: its work never produces events (it would feed itself)."""
 
     ident = -1
 
@@ -32,15 +30,11 @@ class LineSite:
         self.line = line
         self.probes: tuple[LineProbe, ...] = ()
 
-    def run(self, frame: FrameType) -> None:
-        if _ident() == AgentThread.ident:
-            return
-        for probe in self.probes:
-            probe.on_line(frame)
-
     def fire(self) -> None:
         """Called by bytecode injected at the line (Python 3.11)."""
-        self.run(_getframe(1))
+        frame = _getframe(1)
+        for probe in self.probes:
+            probe.on_line(frame)
 
 
 class FunctionSite:
@@ -55,8 +49,6 @@ class FunctionSite:
         return bool(self.entry or self.exit or self.unwind)
 
     def run_enter(self, frame: FrameType) -> None:
-        if _ident() == AgentThread.ident:
-            return
         for probe in self.entry:
             probe.on_enter(frame)
 
@@ -65,8 +57,6 @@ class FunctionSite:
             probe.on_return(frame, value)
 
     def run_unwind(self, frame: FrameType, exc: BaseException) -> None:
-        if _ident() == AgentThread.ident:
-            return
         for probe in self.unwind:
             probe.on_unwind(frame, exc)
 

@@ -10,10 +10,11 @@ from typing import Any
 from keyhole.agent import safe_access as sa
 from keyhole.agent.frames import frame_summary
 
+# By id: hashing an arbitrary awaitable's type could run its metaclass's __hash__.
 _CORO_LINKS = {
-    types.CoroutineType: ("cr_frame", "cr_await"),
-    types.GeneratorType: ("gi_frame", "gi_yieldfrom"),
-    types.AsyncGeneratorType: ("ag_frame", "ag_await"),
+    id(types.CoroutineType): ("cr_frame", "cr_await"),
+    id(types.GeneratorType): ("gi_frame", "gi_yieldfrom"),
+    id(types.AsyncGeneratorType): ("ag_frame", "ag_await"),
 }
 MAX_FRAMES = 50
 MAX_TASKS = 500
@@ -88,7 +89,7 @@ def task_stacks() -> list[dict[str, Any]]:
         awaiting: str | None = None
         current = coro
         while current is not None and len(frames) < MAX_FRAMES:
-            links = _CORO_LINKS.get(type(current))  # type: ignore[call-overload]
+            links = _CORO_LINKS.get(id(type(current)))
             if links is None:
                 awaiting = sa.type_name(current)
                 break

@@ -30,7 +30,7 @@ def parse_duration(value: object, what: str = "duration") -> float:
                 raise SpecError(f"{what} must be a duration such as 30s, 15m or 2h (got {value!r})")
     else:
         raise SpecError(f"{what} must be a duration such as 30s, 15m or 2h (got {type(value).__name__})")
-    if not seconds > 0 or seconds != seconds or seconds == float("inf"):
+    if not 0 < seconds < float("inf"):
         raise SpecError(f"{what} must be greater than zero (got {value!r})")
     return seconds
 

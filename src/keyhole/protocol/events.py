@@ -43,7 +43,7 @@ STATUS_KINDS = frozenset({INSTALLED, PENDING, ERROR, DISABLED, REMOVED, STATS, D
 def format_timestamp(epoch_seconds: float) -> str:
     """RFC 3339 in UTC with microseconds, e.g. 2026-11-21T10:00:00.123456Z."""
     whole = int(epoch_seconds)
-    micros = int(round((epoch_seconds - whole) * 1_000_000))
+    micros = round((epoch_seconds - whole) * 1_000_000)
     if micros == 1_000_000:
         whole, micros = whole + 1, 0
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{micros:06d}Z"

@@ -21,14 +21,43 @@ from keyhole.protocol.redaction import NAME_CLASS, RedactionRules
 
 HELPERS: frozenset[str] = frozenset(
     {
-        "len", "min", "max", "abs", "isinstance", "round", "sum", "any", "all", "sorted",
-        "int", "float", "str", "bool", "typename",
+        "len",
+        "min",
+        "max",
+        "abs",
+        "isinstance",
+        "round",
+        "sum",
+        "any",
+        "all",
+        "sorted",
+        "int",
+        "float",
+        "str",
+        "bool",
+        "typename",
     }
 )
 METHODS: frozenset[str] = frozenset(
     {
-        "startswith", "endswith", "lower", "upper", "strip", "lstrip", "rstrip", "find", "count",
-        "split", "get", "keys", "values", "items", "isdigit", "isalpha", "isalnum", "isspace",
+        "startswith",
+        "endswith",
+        "lower",
+        "upper",
+        "strip",
+        "lstrip",
+        "rstrip",
+        "find",
+        "count",
+        "split",
+        "get",
+        "keys",
+        "values",
+        "items",
+        "isdigit",
+        "isalpha",
+        "isalnum",
+        "isspace",
     }
 )
 CONSTANT_NAMES = frozenset({"True", "False", "None"})
@@ -58,8 +87,18 @@ _REFUSED: dict[type[ast.AST], str] = {
 }
 
 _BINOPS = (
-    ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv, ast.Mod, ast.Pow,
-    ast.LShift, ast.RShift, ast.BitAnd, ast.BitOr, ast.BitXor,
+    ast.Add,
+    ast.Sub,
+    ast.Mult,
+    ast.Div,
+    ast.FloorDiv,
+    ast.Mod,
+    ast.Pow,
+    ast.LShift,
+    ast.RShift,
+    ast.BitAnd,
+    ast.BitOr,
+    ast.BitXor,
 )
 
 
@@ -98,7 +137,9 @@ class _Checker:
 
     def secret(self, name: str, shown: str) -> None:
         if not self.reveal_secrets and self.rules.name_is_secret(name):
-            raise self.fail(f"reads {shown!r}, which keyhole redacts (class {NAME_CLASS}); remove it from the expression")
+            raise self.fail(
+                f"reads {shown!r}, which keyhole redacts (class {NAME_CLASS}); remove it from the expression"
+            )
 
     def check(self, node: ast.AST, depth: int) -> None:
         self.nodes += 1
@@ -165,12 +206,11 @@ class _Checker:
         if not isinstance(node.op, _BINOPS):
             raise self.fail(f"operator {type(node.op).__name__} is not allowed")
         right = node.right
-        if isinstance(node.op, ast.Pow) and isinstance(right, ast.Constant):
-            if isinstance(right.value, int | float) and abs(right.value) > MAX_EXPONENT:
-                raise self.fail(f"exponent {right.value} could explode (the limit is {MAX_EXPONENT})")
-        if isinstance(node.op, ast.LShift) and isinstance(right, ast.Constant):
-            if isinstance(right.value, int) and right.value > MAX_EXPONENT:
-                raise self.fail(f"shift by {right.value} could explode (the limit is {MAX_EXPONENT})")
+        constant = right.value if isinstance(right, ast.Constant) else None
+        if isinstance(node.op, ast.Pow) and isinstance(constant, int | float) and abs(constant) > MAX_EXPONENT:
+            raise self.fail(f"exponent {constant} could explode (the limit is {MAX_EXPONENT})")
+        if isinstance(node.op, ast.LShift) and isinstance(constant, int) and constant > MAX_EXPONENT:
+            raise self.fail(f"shift by {constant} could explode (the limit is {MAX_EXPONENT})")
         if isinstance(node.op, ast.Mult):
             for a, b in ((node.left, right), (right, node.left)):
                 if (
@@ -220,9 +260,7 @@ class _Checker:
         func = node.func
         if isinstance(func, ast.Name):
             if func.id not in HELPERS:
-                raise self.fail(
-                    f"calling {func.id}() is not allowed; allowed calls: {', '.join(sorted(HELPERS))}"
-                )
+                raise self.fail(f"calling {func.id}() is not allowed; allowed calls: {', '.join(sorted(HELPERS))}")
             if func.id == "isinstance" and len(node.args) != 2:
                 raise self.fail("isinstance() takes an object and a type (or a tuple of types)")
         elif isinstance(func, ast.Attribute):

@@ -102,8 +102,19 @@ class ProbeSpec:
     def to_dict(self) -> dict[str, Any]:
         """The wire form: only fields that were set, as the user would write them."""
         out: dict[str, Any] = {"id": self.id, "kind": self.kind}
-        for name in ("file", "line", "function", "exception", "condition", "template", "value",
-                     "max_hits", "rate", "after", "every"):
+        for name in (
+            "file",
+            "line",
+            "function",
+            "exception",
+            "condition",
+            "template",
+            "value",
+            "max_hits",
+            "rate",
+            "after",
+            "every",
+        ):
             value = getattr(self, name)
             if value is not None:
                 out[name] = value
@@ -135,9 +146,7 @@ class ProbeSpec:
         if probe_id is None:
             raise SpecError("missing field 'id' (a short name such as p1)")
         if not isinstance(probe_id, str) or not _ID.fullmatch(probe_id):
-            raise SpecError(
-                "field 'id' must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
-            )
+            raise SpecError("field 'id' must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit")
         kind = data.get("kind")
         if kind is None:
             raise SpecError(f"missing field 'kind' (one of {', '.join(KINDS)})")
@@ -164,8 +173,7 @@ class ProbeSpec:
             function = data["function"]
             if not isinstance(function, str) or not _FUNCTION.fullmatch(function.strip()):
                 raise SpecError(
-                    "field 'function' must be MODULE:QUALNAME, e.g. shop.orders:Cart.checkout "
-                    f"(got {function!r})"
+                    f"field 'function' must be MODULE:QUALNAME, e.g. shop.orders:Cart.checkout (got {function!r})"
                 )
             values["function"] = function.strip()
         if kind == "exception":

@@ -31,25 +31,60 @@ MARKER_KEY = "@redacted"
 
 def _load_floor() -> frozenset[str]:
     text = resources.files("keyhole.protocol").joinpath("data/redacted-identifiers.txt").read_text("utf-8")
-    return frozenset(
-        line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")
-    )
+    return frozenset(line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#"))
 
 
 # The floor (ddtrace's list, see the data file) plus names it misses that we have seen hold secrets.
 _EXTRA_NAMES = frozenset(
     {
-        "accesskey", "accesskeyid", "secretaccesskey", "awssecretaccesskey", "awssessiontoken",
-        "sessiontoken", "idtoken", "apitoken", "bearer", "credential", "passphrase", "privkey",
-        "clientkey", "cvc", "cvv2", "cardnumber", "iban", "socialsecuritynumber", "dsn", "totp",
-        "mfacode", "otpcode", "webhooksecret", "signingkey", "hmackey", "cookies", "setcookies",
-        "proxyauthorization", "xamzsecuritytoken", "xgoogapikey",
+        "accesskey",
+        "accesskeyid",
+        "secretaccesskey",
+        "awssecretaccesskey",
+        "awssessiontoken",
+        "sessiontoken",
+        "idtoken",
+        "apitoken",
+        "bearer",
+        "credential",
+        "passphrase",
+        "privkey",
+        "clientkey",
+        "cvc",
+        "cvv2",
+        "cardnumber",
+        "iban",
+        "socialsecuritynumber",
+        "dsn",
+        "totp",
+        "mfacode",
+        "otpcode",
+        "webhooksecret",
+        "signingkey",
+        "hmackey",
+        "cookies",
+        "setcookies",
+        "proxyauthorization",
+        "xamzsecuritytoken",
+        "xgoogapikey",
     }
 )
 # A name that ends with one of these is a secret too (db_password, stripe_secret_key, github_token).
 _SUFFIXES = (
-    "password", "passwd", "passphrase", "secret", "token", "apikey", "secretkey", "privatekey",
-    "accesskey", "credentials", "credential", "cookie", "sessionid", "authorization",
+    "password",
+    "passwd",
+    "passphrase",
+    "secret",
+    "token",
+    "apikey",
+    "secretkey",
+    "privatekey",
+    "accesskey",
+    "credentials",
+    "credential",
+    "cookie",
+    "sessionid",
+    "authorization",
 )
 
 DEFAULT_NAMES: frozenset[str] = _load_floor() | _EXTRA_NAMES
@@ -77,9 +112,7 @@ class RedactionRules:
             raise SpecError("redaction must be an object with optional fields names, exempt and types")
         unknown = set(data) - {"names", "exempt", "types"}
         if unknown:
-            raise SpecError(
-                f"redaction: unknown field {sorted(unknown)[0]!r} (known fields: names, exempt, types)"
-            )
+            raise SpecError(f"redaction: unknown field {sorted(unknown)[0]!r} (known fields: names, exempt, types)")
         names = _string_list(data.get("names"), "redaction.names")
         exempt = _string_list(data.get("exempt"), "redaction.exempt")
         types = _string_list(data.get("types"), "redaction.types")

@@ -10,11 +10,13 @@ def _keyhole_bootstrap() -> None:
         start_from_environment()
     except Exception:  # the program must run exactly as it would without keyhole
         pass
-    del sys.modules["sitecustomize"]
+    # The bootstrap directory has left sys.path: importing again finds the program's own module.
+    ours = sys.modules.pop("sitecustomize", None)
     try:
         importlib.import_module("sitecustomize")
     except ImportError:
-        pass
+        if ours is not None:
+            sys.modules["sitecustomize"] = ours
 
 
 _keyhole_bootstrap()

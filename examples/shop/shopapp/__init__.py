@@ -1,0 +1,1 @@
+"""A tiny shop backend used by keyhole's demo and tests."""

@@ -1,0 +1,1 @@
+"""The `keyhole` command."""

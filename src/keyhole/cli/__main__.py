@@ -1,0 +1,5 @@
+import sys
+
+from keyhole.cli.main import main
+
+sys.exit(main())
