@@ -22,6 +22,7 @@ import atexit
 import os
 import platform
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -32,7 +33,7 @@ from typing import Any
 import keyhole
 from keyhole.agent import import_watch, locations
 from keyhole.agent.backend import Backend, BackendUnavailable, make_backend
-from keyhole.agent.code_search import normalize
+from keyhole.agent.code_search import normalize, trace_function_active
 from keyhole.agent.cpu_budget import CpuBudget
 from keyhole.agent.errors import AgentError, AgentStateError
 from keyhole.agent.probes import ExceptionProbe, FunctionProbe, LineProbe, MetricProbe, Probe, StacksProbe, make_probe
@@ -130,6 +131,7 @@ class Agent:
         self._state = "new"
         self._worker: threading.Thread | None = None
         self._main_watch: str | None = None
+        self._tracer_seen = False
 
     # --- lifecycle -------------------------------------------------------------------------------
     def start(self) -> Agent:
@@ -197,6 +199,8 @@ class Agent:
         """Validate a probe and have the agent's thread install it. Raises SpecError for a bad spec."""
         if not isinstance(spec, ProbeSpec):
             spec = ProbeSpec.from_dict(spec, self.rules)
+        if sys.gettrace() is not None:  # per thread: only the caller's can be read
+            self._tracer_seen = True
         if self._state != "running":
             raise AgentStateError("the agent is not running; call start() first")
         with self._lock:
@@ -349,6 +353,12 @@ class Agent:
                 self._set_state(entry, FAILED, f"could not instrument: {type(exc).__name__}: {exc}")
                 self.emit(self._status(probe.id, ev.ERROR, error=entry.message))
                 return False
+        if self._tracer_seen or trace_function_active():
+            self._tracer_seen = True
+            notes.append(
+                "a trace function (a debugger or coverage tool) is active in this process; keyhole leaves it in "
+                "place" + ("" if self._backend.live_frames else ", and it will see keyhole's injected calls")
+            )
         probe.installed = True
         self._set_state(entry, INSTALLED)
         self.emit(

@@ -15,7 +15,6 @@ suspended generators and coroutines, keep the code they started with.
 from __future__ import annotations
 
 import gc
-import sys
 import types
 import weakref
 from types import CodeType, FunctionType
@@ -258,8 +257,6 @@ class BytecodeBackend(Backend):
                 "coroutines) keep the code they started with until they return; new calls see the change "
                 "(Python 3.11 swaps code objects; 3.12+ changes running frames too)"
             )
-        if sys.gettrace() is not None:
-            notes.append("a trace function (a debugger or coverage tool) is active; it will see keyhole's hooks")
         return notes
 
     def instrument_module(self, code: CodeType, plans: dict[int, CodePlan]) -> CodeType:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import os
 import sys
+import threading
 import types
 from collections.abc import Iterable
 from types import CodeType, FunctionType
@@ -58,6 +59,13 @@ def running_codes() -> list[CodeType]:
             codes.append(current.f_code)
             current = current.f_back
     return codes
+
+
+def trace_function_active() -> bool:
+    """True when a sys.settrace-style tracer (a debugger, a coverage tool) is active in any thread."""
+    if sys.gettrace() is not None or threading.gettrace() is not None:
+        return True
+    return any(frame.f_trace is not None for frame in sys._current_frames().values())
 
 
 def functions_from(paths: set[str]) -> list[FunctionType]:

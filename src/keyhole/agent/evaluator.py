@@ -77,7 +77,7 @@ def compile_expression(
 
 def _bounded(value: Any, scope: Scope) -> Any:
     """Charge for a freshly built container or string, refusing results that could exhaust memory."""
-    if type(value) in (str, bytes, list, tuple):
+    if id(type(value)) in sa.SEQUENCE_IDS:
         n = len(value)
         if n > MAX_RESULT_ITEMS:
             raise EvalError(f"result would hold {n} items (the limit is {MAX_RESULT_ITEMS})")
@@ -107,8 +107,8 @@ def _add(a: Any, b: Any, scope: Scope) -> Any:
 def _mul(a: Any, b: Any, scope: Scope) -> Any:
     if sa.is_number(a) and sa.is_number(b):
         return a * b
-    seq, count = (a, b) if type(b) in (int, bool) else (b, a)
-    if type(seq) in (str, bytes, list, tuple) and type(count) in (int, bool):
+    seq, count = (a, b) if id(type(b)) in sa.INT_IDS else (b, a)
+    if id(type(seq)) in sa.SEQUENCE_IDS and id(type(count)) in sa.INT_IDS:
         if count > MAX_REPEAT or len(seq) * max(count, 0) > MAX_RESULT_ITEMS:
             raise EvalError(f"repetition would build more than {MAX_RESULT_ITEMS} items")
         return _bounded(seq * count, scope)
@@ -117,23 +117,23 @@ def _mul(a: Any, b: Any, scope: Scope) -> Any:
 
 def _pow(a: Any, b: Any, scope: Scope) -> Any:
     _numbers(a, b, "**")
-    if isinstance(a, int) and isinstance(b, int) and not isinstance(a, bool):
-        if abs(b) > MAX_EXPONENT or (b > 0 and a.bit_length() * b > 1_000_000):
-            raise EvalError(f"{sa.type_name(a)} ** {b} could explode (exponent limit {MAX_EXPONENT})")
-    elif isinstance(b, int | float) and abs(b) > MAX_EXPONENT and isinstance(a, int) and abs(a) > 1:
-        raise EvalError(f"exponent {b} could explode (limit {MAX_EXPONENT})")
+    if sa.derives(a, int) and sa.derives(b, int):
+        if abs(b) > MAX_EXPONENT or (b > 0 and int.bit_length(a) * b > 1_000_000):
+            raise EvalError(f"{sa.type_name(a)} ** {sa.describe(b)} could explode (exponent limit {MAX_EXPONENT})")
+    elif (sa.derives(b, int) or sa.derives(b, float)) and abs(b) > MAX_EXPONENT and sa.derives(a, int) and abs(a) > 1:
+        raise EvalError(f"exponent {sa.describe(b)} could explode (limit {MAX_EXPONENT})")
     return a**b
 
 
 def _ints(a: Any, b: Any, op: str) -> None:
-    if type(a) not in (int, bool) or type(b) not in (int, bool):
+    if id(type(a)) not in sa.INT_IDS or id(type(b)) not in sa.INT_IDS:
         raise EvalError(f"'{op}' needs integers (got {sa.type_name(a)} and {sa.type_name(b)})")
 
 
 def _lshift(a: Any, b: Any, scope: Scope) -> Any:
     _ints(a, b, "<<")
     if b > MAX_EXPONENT or a.bit_length() + b > 1_000_000:
-        raise EvalError(f"shift by {b} could explode (limit {MAX_EXPONENT})")
+        raise EvalError(f"shift by {sa.describe(b)} could explode (limit {MAX_EXPONENT})")
     return a << b
 
 
@@ -304,6 +304,8 @@ _ARITY = {
     "max": (1, 8),
 }
 
+_TEXT_ARG_IDS = sa.type_ids(str, bytes, int, bool)
+_TEXT_IDS = sa.type_ids(str, bytes)
 _STR_METHODS = frozenset(
     {
         "startswith",
@@ -327,9 +329,9 @@ _DICT_METHODS = frozenset({"get", "keys", "values", "items"})
 
 def _text_args(args: list[Any]) -> None:
     for arg in args:
-        if type(arg) in (str, bytes, int, bool) or arg is None:
+        if id(type(arg)) in _TEXT_ARG_IDS or arg is None:
             continue
-        if type(arg) is tuple and all(type(a) in (str, bytes) for a in arg):
+        if type(arg) is tuple and all(id(type(a)) in _TEXT_IDS for a in arg):
             continue
         raise EvalError(f"string method arguments must be strings or integers (got {sa.type_name(arg)})")
 
@@ -368,7 +370,7 @@ class _Compiler:
 
     def _check_key(self, key: Any) -> None:
         if type(key) is str and not self.reveal_secrets and self.rules.name_is_secret(key):
-            raise RedactedRead(f"key {key!r} is redacted (class {NAME_CLASS})")
+            raise RedactedRead(f"key {sa.describe(key)} is redacted (class {NAME_CLASS})")
 
     def c_Subscript(self, node: ast.Subscript) -> Node:
         target = self.node(node.value)
@@ -424,7 +426,7 @@ class _Compiler:
         def unary(scope: Scope) -> Any:
             value = operand(scope)
             if isinstance(op, ast.Invert):
-                if type(value) not in (int, bool):
+                if id(type(value)) not in sa.INT_IDS:
                     raise EvalError(f"'~' needs an integer (got {sa.type_name(value)})")
                 return ~value
             if not sa.is_number(value):
@@ -548,9 +550,9 @@ class _Compiler:
 
 def is_finite_number(value: Any) -> bool:
     """True for ints and finite floats: the values a metric can summarise."""
-    if type(value) in (int, bool):
+    if id(type(value)) in sa.INT_IDS:
         return True
-    if sa.is_number(value) and not isinstance(value, complex):
+    if sa.is_number(value) and not sa.derives(value, complex):
         try:
             return math.isfinite(float(value))
         except (OverflowError, ValueError, TypeError):

@@ -115,6 +115,18 @@ _READABLE_DESCRIPTOR_OWNER_IDS: Final = frozenset(
 _BASE_BY_ID: Final = {id(t): t for t in (str, bytes, bytearray, *CONTAINER_BASES)}
 
 
+def type_ids(*classes: type) -> frozenset[int]:
+    """Identities of exact types: test ``id(type(x)) in ...`` because ``type(x) in (...)`` compares
+    types with ==, which a metaclass can define."""
+    return frozenset(map(id, classes))
+
+
+INT_IDS: Final = type_ids(int, bool)
+_CONTAINS_TEXT_IDS: Final = type_ids(str, bytes, int)
+SEQUENCE_IDS: Final = type_ids(str, bytes, list, tuple)
+_DESCRIPTOR_IDS: Final = type_ids(_GETSET, _MEMBER)
+
+
 class UnsafeOperation(EvalError):
     """An operation would run application code, or is not defined for the object: the reason is for the user."""
 
@@ -148,9 +160,9 @@ def qualified_name(cls: type) -> str:
         module = _module_of(cls)
     except (AttributeError, TypeError):
         return "?"
-    if not isinstance(qual, str):
+    if type(qual) is not str:
         qual = "?"
-    if not isinstance(module, str) or module == "builtins":
+    if type(module) is not str or module == "builtins":
         return qual
     return f"{module}.{qual}"
 
@@ -213,18 +225,18 @@ class TypeLayout:
         self.base = builtin_base(cls)
         self.kind = _capture_kind(cls, self.base)
         descriptor = class_lookup(cls, "__dict__")
-        self.dict_descriptor = descriptor if type(descriptor) in (_GETSET, _MEMBER) else None
+        self.dict_descriptor = descriptor if id(type(descriptor)) in _DESCRIPTOR_IDS else None
         slots: list[tuple[str, Any]] = []
         seen: set[str] = set()
         for klass in _mro_of(cls):
             namespace = _namespace_of(klass)
             declared = namespace.get("__slots__", ())
-            if isinstance(declared, str):
+            if type(declared) is str:
                 declared = (declared,)
-            if not isinstance(declared, tuple | list | dict):
+            if type(declared) is not tuple and type(declared) is not list and type(declared) is not dict:
                 continue
             for raw in declared:
-                if not isinstance(raw, str) or raw in ("__dict__", "__weakref__"):
+                if type(raw) is not str or raw in ("__dict__", "__weakref__"):
                     continue
                 name = raw
                 if raw.startswith("__") and not raw.endswith("__"):
@@ -359,7 +371,7 @@ def get_attribute(obj: Any, name: str) -> Any:
             return value
     kind = (
         "property"
-        if isinstance(found, property)
+        if _is_subclass(ft, property)
         else (
             "method"
             if ft in (types.FunctionType, staticmethod, classmethod, types.BuiltinFunctionType)
@@ -457,7 +469,7 @@ def contains(container: Any, item: Any) -> tuple[bool, int]:
     cls = type(container)
     base = builtin_base(cls)
     if base in (str, bytes, bytearray):
-        if type(item) not in (str, bytes, int):
+        if id(type(item)) not in _CONTAINS_TEXT_IDS:
             raise UnsafeOperation("'in' on a string needs a string on the left")
         found: bool = base.__contains__(container, item)
         return found, size(container) // 16 + 1
@@ -496,7 +508,7 @@ def dict_get(d: Any, key: Any) -> Any:
         raise UnsafeOperation("this dict has keys whose __eq__ or __hash__ is application code")
     value = dict.get(d, key, MISSING)
     if value is MISSING:
-        raise KeyMissing(f"key {key!r} not found")
+        raise KeyMissing(f"key {describe(key)} not found")
     return value
 
 
@@ -512,9 +524,9 @@ def get_item(obj: Any, key: Any) -> Any:
         )
     if type(key) is slice:
         for part in (key.start, key.stop, key.step):
-            if part is not None and type(part) not in (int, bool):
+            if part is not None and id(type(part)) not in INT_IDS:
                 raise UnsafeOperation("slice bounds must be integers")
-    elif type(key) not in (int, bool):
+    elif id(type(key)) not in INT_IDS:
         raise UnsafeOperation(f"index must be an integer (got {layout(type(key)).qualname})")
     try:
         return base.__getitem__(obj, key)
@@ -570,7 +582,25 @@ _ARITH = (
 
 
 def is_text(value: object) -> bool:
-    return id(type(value)) in _STR_IDS or (builtin_base(type(value)) in (str, bytes) and _all_c(type(value), _HASH))
+    if id(type(value)) in _STR_IDS:
+        return True
+    return builtin_base(type(value)) in (str, bytes) and _all_c(type(value), _HASH)
+
+
+def describe(value: object) -> str:
+    """A short text for error messages: the value of an exact built-in scalar, else its type name."""
+    cls = type(value)
+    if cls is str:
+        text = str.__repr__(value)
+        return text if len(text) <= 60 else text[:57] + "...'"
+    if id(cls) in _SCALAR_IDS and cls is not bytes:
+        return plain_str(value)
+    return f"<{type_name(value)}>"
+
+
+def derives(value: object, base: type) -> bool:
+    """isinstance(value, base) without consulting value.__class__ (which can run application code)."""
+    return _is_subclass(type(value), base)
 
 
 def type_name(value: object) -> str:
