@@ -4,7 +4,7 @@ Each probed line carries a marker comment; every function raises ValueError for 
 the same shapes serve function and exception probes.
 """
 
-SHAPES_SOURCE = '''
+SHAPES_SOURCE = """
 import asyncio
 import functools
 import threading
@@ -131,7 +131,7 @@ def in_thread(x):
     if errors:
         raise errors[0]
     return result[0]
-'''
+"""
 
 
 def call(module, shape, x):

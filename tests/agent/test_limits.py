@@ -70,15 +70,15 @@ def test_expired_probe_is_removed_on_the_agents_own_clock(
     assert agent.probes()[0]["hits"] == before  # instrumentation is gone, not just muted
 
 
-def test_process_capture_rate_limits_all_probes_together(
-    modules: ModuleMaker, collector: Collector
-) -> None:
+def test_process_capture_rate_limits_all_probes_together(modules: ModuleMaker, collector: Collector) -> None:
     module, file, line = _setup(modules)
     agent = Agent(collector).start()
     try:
         agent.capture_limiter.__init__(5.0, burst=5)  # a small process-wide budget for the test
         for n in range(3):
-            agent.add_probe({"id": f"s{n}", "kind": "snapshot", "file": file, "line": line, "rate": 1000, "max_hits": 1000}).wait()
+            agent.add_probe(
+                {"id": f"s{n}", "kind": "snapshot", "file": file, "line": line, "rate": 1000, "max_hits": 1000}
+            ).wait()
         for i in range(100):
             module.work(i, [])  # type: ignore[attr-defined]
     finally:
@@ -92,7 +92,9 @@ def test_cpu_budget_disables_the_most_expensive_probe(modules: ModuleMaker, coll
     agent = Agent(collector, cpu_budget=0.001).start()
     try:
         agent.capture_limiter.__init__(1e9)
-        agent.add_probe({"id": "hot", "kind": "snapshot", "file": file, "line": line, "rate": 100000, "max_hits": 10**7}).wait()
+        agent.add_probe(
+            {"id": "hot", "kind": "snapshot", "file": file, "line": line, "rate": 100000, "max_hits": 10**7}
+        ).wait()
         agent.add_probe({"id": "cold", "kind": "metric", "file": file, "line": line}).wait()
         deadline = time.monotonic() + 10
         while not collector.of("hot", "disabled") and time.monotonic() < deadline:

@@ -102,7 +102,7 @@ def test_module_level_line_of_a_loaded_module_is_refused_with_the_reason(
 def test_function_probe_reports_entry_and_exit_in_every_shape(
     shape: str, when: str, modules: ModuleMaker, agent: Agent, collector: Collector
 ) -> None:
-    module_name, path = modules.write(SHAPES_SOURCE)
+    module_name, _path = modules.write(SHAPES_SOURCE)
     _, qualname = SHAPES[shape]
     if when == "loaded":
         importlib.import_module(module_name)
@@ -161,10 +161,14 @@ def test_exception_probe_ignores_other_exception_types(
     modules: ModuleMaker, agent: Agent, collector: Collector
 ) -> None:
     module, _ = modules.load(SHAPES_SOURCE)
-    agent.add_probe({"id": "p", "kind": "exception", "function": f"{module.__name__}:plain", "exception": "KeyError"}).wait()
+    agent.add_probe(
+        {"id": "p", "kind": "exception", "function": f"{module.__name__}:plain", "exception": "KeyError"}
+    ).wait()
     with pytest.raises(ValueError):
         module.plain(-1)
-    agent.add_probe({"id": "q", "kind": "exception", "function": f"{module.__name__}:plain", "exception": "Exception"}).wait()
+    agent.add_probe(
+        {"id": "q", "kind": "exception", "function": f"{module.__name__}:plain", "exception": "Exception"}
+    ).wait()
     with pytest.raises(ValueError):
         module.plain(-1)
     collector.wait("q", "exception")

@@ -32,7 +32,13 @@ try:
 except ImportError:  # pragma: no cover - a dependency on 3.11
     HAVE_BYTECODE = False
 
-_GENERATOR_TYPES = (types.GeneratorType, types.CoroutineType, types.AsyncGeneratorType)
+# Suspended generators and coroutines hold a frame each; keyed by id because the garbage collector
+# hands us every object in the process and comparing an application's class could run its metaclass.
+_FRAME_ATTR = {
+    id(types.GeneratorType): "gi_frame",
+    id(types.CoroutineType): "cr_frame",
+    id(types.AsyncGeneratorType): "ag_frame",
+}
 
 
 def _call0(target: Any, lineno: int | None) -> list[Any]:
@@ -240,8 +246,8 @@ class BytecodeBackend(Backend):
                     matched = names[filename] = normalize(filename) in paths
                 if matched:
                     functions.append(obj)
-            elif kind in _GENERATOR_TYPES:
-                frame = getattr(obj, _FRAME_ATTR[kind])
+            elif id(kind) in _FRAME_ATTR:
+                frame = getattr(obj, _FRAME_ATTR[id(kind)])
                 if frame is not None and id(self.original(frame.f_code)) in targets:
                     suspended += 1
         for function in functions:
@@ -262,9 +268,3 @@ class BytecodeBackend(Backend):
     def instrument_module(self, code: CodeType, plans: dict[int, CodePlan]) -> CodeType:
         return self._rebuild(code, plans, {})
 
-
-_FRAME_ATTR = {
-    types.GeneratorType: "gi_frame",
-    types.CoroutineType: "cr_frame",
-    types.AsyncGeneratorType: "ag_frame",
-}

@@ -275,9 +275,9 @@ class Capturer:
     def _container(self, value: Any, base: type, qualname: str, depth: int) -> Any:
         limit = self.limits.items
         if base is str:
-            n = len(value)
+            text = str.__str__(value)  # the string data itself, as an exact str
+            n = len(text)
             self.remaining -= min(n, self.limits.string) + 20
-            text = str.__str__(value)
             shown: Any = text if n <= self.limits.string else LongText(text[:TEXT_MARGIN], n, self.limits.string)
             return {"@type": qualname, "@value": shown}
         if base is bytes or base is bytearray:

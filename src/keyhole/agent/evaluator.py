@@ -97,7 +97,7 @@ def _add(a: Any, b: Any, scope: Scope) -> Any:
     ta, tb = type(a), type(b)
     if sa.is_number(a) and sa.is_number(b):
         return a + b
-    if ta is tb and ta in (str, bytes, list, tuple):
+    if ta is tb and id(ta) in sa.SEQUENCE_IDS:
         if len(a) + len(b) > MAX_RESULT_ITEMS:
             raise EvalError(f"result would hold more than {MAX_RESULT_ITEMS} items")
         return _bounded(a + b, scope)
@@ -247,16 +247,23 @@ def _helper_isinstance(args: list[Any], scope: Scope) -> Any:
 def _convert(kind: type) -> Callable[[list[Any], Scope], Any]:
     def convert(args: list[Any], scope: Scope) -> Any:
         value = args[0]
-        if not (sa.is_number(value) or sa.is_text(value)) or (kind is str and not sa.is_plain(value)):
-            raise EvalError(
-                f"{kind.__name__}() of a {sa.type_name(value)} would call its conversion methods; "
-                "convert one of its fields instead"
-            )
         if kind is str:
+            if not sa.is_plain(value, 0):
+                raise EvalError(
+                    f"str() of a {sa.type_name(value)} would call its __str__; convert one of its fields instead"
+                )
             return sa.plain_str(value)
-        if sa.is_text(value) and len(value) > 4300:
-            raise EvalError(f"{kind.__name__}() of a string longer than 4300 characters")
-        return kind(value)
+        if sa.is_text(value):
+            text = str.__str__(value) if sa.derives(value, str) else bytes(value)
+            if len(text) > 4300:
+                raise EvalError(f"{kind.__name__}() of a string longer than 4300 characters")
+            return kind(text)
+        if sa.is_number(value):
+            return kind(value)
+        raise EvalError(
+            f"{kind.__name__}() of a {sa.type_name(value)} would call its conversion methods; "
+            "convert one of its fields instead"
+        )
 
     return convert
 
@@ -428,7 +435,7 @@ class _Compiler:
             if isinstance(op, ast.Invert):
                 if id(type(value)) not in sa.INT_IDS:
                     raise EvalError(f"'~' needs an integer (got {sa.type_name(value)})")
-                return ~value
+                return ~int(value)  # ~True warns (DeprecationWarning) and warnings would reach stderr
             if not sa.is_number(value):
                 raise EvalError(f"unary minus or plus needs a number (got {sa.type_name(value)})")
             return -value if isinstance(op, ast.USub) else +value
@@ -515,7 +522,7 @@ class _Compiler:
             base = sa.builtin_base(type(obj))
             if method in _STR_METHODS and base in (str, bytes):
                 _text_args(values)
-                scope.charge(len(obj) // 64 + 1)
+                scope.charge(sa.size(obj) // 64 + 1)
                 return _bounded(getattr(base, method)(obj, *values), scope)
             if method in _DICT_METHODS and base is dict:
                 if method == "get":
