@@ -74,7 +74,7 @@ class Entry:
     attachments: list[tuple[CodeType, int | None]] = field(default_factory=list)
     paths: set[str] = field(default_factory=set)
     retry_at: float = 0.0
-    retry_delay: float = 0.1
+    retry_delay: float = 0.02
 
 
 class ProbeHandle:
@@ -195,8 +195,12 @@ class Agent:
         return self._state == "running"
 
     # --- probes ----------------------------------------------------------------------------------
-    def add_probe(self, spec: ProbeSpec | Mapping[str, Any]) -> ProbeHandle:
-        """Validate a probe and have the agent's thread install it. Raises SpecError for a bad spec."""
+    def add_probe(self, spec: ProbeSpec | Mapping[str, Any], *, now: bool = False) -> ProbeHandle:
+        """Validate a probe and have the agent's thread install it. Raises SpecError for a bad spec.
+
+        With now=True the calling thread resolves it at once (keyhole run does this at start-up, so
+        the program cannot import a module before its probes are waiting for it).
+        """
         if not isinstance(spec, ProbeSpec):
             spec = ProbeSpec.from_dict(spec, self.rules)
         if sys.gettrace() is not None:  # per thread: only the caller's can be read
@@ -208,7 +212,10 @@ class Agent:
             if existing is not None and existing.state != REMOVED:
                 raise AgentError(f"a probe with id {spec.id!r} is already set; remove it first or choose another id")
             self._entries[spec.id] = Entry(make_probe(spec, self))
-        self._queue.put(("install", spec.id))
+        if now:
+            self.install(spec.id)
+        else:
+            self._queue.put(("install", spec.id))
         return ProbeHandle(self, spec.id)
 
     def remove_probe(self, probe_id: str) -> bool:
@@ -432,6 +439,12 @@ class Agent:
             if final_state == REMOVED or entry.state in (INSTALLED, PENDING, INSTALLING):
                 self._set_state(entry, final_state, message)
             self._refresh_watcher()
+
+    def next_retry(self) -> float | None:
+        """When the earliest pending probe should be resolved again (monotonic clock), if any."""
+        with self._lock:
+            times = [e.retry_at for e in self._entries.values() if e.state == PENDING]
+        return min(times) if times else None
 
     def retry_pending(self, now: float) -> None:
         with self._lock:

@@ -267,4 +267,3 @@ class BytecodeBackend(Backend):
 
     def instrument_module(self, code: CodeType, plans: dict[int, CodePlan]) -> CodeType:
         return self._rebuild(code, plans, {})
-

@@ -81,7 +81,7 @@ def start_from_environment() -> Agent | None:
         agent.watch_main(os.path.abspath(main))
     for spec in probe_file.probes:
         try:
-            agent.add_probe(spec)
+            agent.add_probe(spec, now=True)
         except AgentError as exc:
             _report(out, f"probe {spec.id}: {exc}")
     return agent

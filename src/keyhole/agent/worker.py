@@ -60,8 +60,12 @@ def run_worker(agent: Agent) -> None:
     q = agent._queue
     while True:
         now = _clock()
+        wake = schedule.next_tick
+        retry = agent.next_retry()
+        if retry is not None and retry < wake:
+            wake = retry
         try:
-            item: Any = q.get(timeout=max(0.0, min(schedule.next_tick - now, TICK)))
+            item: Any = q.get(timeout=max(0.0, min(wake - now, TICK)))
         except queue.Empty:
             item = None
         events: list[dict[str, Any]] = []
@@ -93,6 +97,9 @@ def run_worker(agent: Agent) -> None:
                     )
                 )
         now = _clock()
+        retry = agent.next_retry()
+        if retry is not None and now >= retry:
+            agent.retry_pending(now)
         if now >= schedule.next_tick:
             try:
                 _periodic(agent, now, schedule)
@@ -164,7 +171,6 @@ def _periodic(agent: Agent, now: float, schedule: _Schedule) -> None:
         for report in agent.metric_reports(final=False):
             agent.emit(report)
         schedule.next_metrics = now + agent.metric_interval
-    agent.retry_pending(now)
     if agent.dropped > schedule.reported_dropped:
         agent.emit(agent._status(None, ev.DROPPED, count=agent.dropped - schedule.reported_dropped))
         schedule.reported_dropped = agent.dropped
