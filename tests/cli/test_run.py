@@ -33,7 +33,8 @@ def main():
         total += checkout(n, "alice@example.com")
     print(f"stdout total={total} stdin={data!r}")
     print("stderr line", file=sys.stderr)
-    print("PYTHONPATH=" + repr(os.environ.get("PYTHONPATH")), "KEYHOLE=" + repr([k for k in os.environ if k.startswith("KEYHOLE")]))
+    keyhole_vars = [k for k in os.environ if k.startswith("KEYHOLE")]
+    print("PYTHONPATH=" + repr(os.environ.get("PYTHONPATH")), "KEYHOLE=" + repr(keyhole_vars))
     print("path=" + repr([p for p in sys.path if "bootstrap" in p]))
     if os.environ.get("APP_CRASH"):
         raise RuntimeError("the app crashed")
