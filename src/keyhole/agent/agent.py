@@ -387,7 +387,7 @@ class Agent:
                 site = plan.lines.get(spec.line)
                 if site is None:
                     site = plan.lines[spec.line] = LineSite(spec.line)
-                site.probes = (*site.probes, probe)
+                site.set_probes((*site.probes, probe))
                 entry.attachments.append((code, spec.line))
                 entry.locations.append(locations.describe(code, spec.line))
             else:
@@ -413,7 +413,7 @@ class Agent:
             if line is not None:
                 site = plan.lines.get(line)
                 if site is not None:
-                    site.probes = tuple(p for p in site.probes if p is not probe)
+                    site.set_probes(tuple(p for p in site.probes if p is not probe))
                     if not site.probes:
                         del plan.lines[line]
             else:

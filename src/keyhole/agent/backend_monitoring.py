@@ -81,12 +81,14 @@ class MonitoringBackend(Backend):
         sites = self._lines.get(id(code))
         if sites is None:
             return self._DISABLE
-        probes = sites.get(line)
-        if probes is None:
+        site = sites.get(line)
+        if site is None:
             return self._DISABLE
-        frame = _getframe(1)
-        for probe in probes:
-            probe.on_line(frame)
+        counters, calls = site
+        for counter in counters:
+            counter()
+        for call in calls:
+            call()
         return None
 
     def _on_start(self, code: CodeType, offset: int) -> Any:
@@ -122,7 +124,7 @@ class MonitoringBackend(Backend):
             events = 0
             numbers = plan.line_numbers() if plan is not None else frozenset()
             if plan is not None and numbers:
-                lines[key] = {n: plan.lines[n].probes for n in numbers}
+                lines[key] = {n: (plan.lines[n].counters, plan.lines[n].calls) for n in numbers}
                 events |= self._LINE
             else:
                 lines.pop(key, None)

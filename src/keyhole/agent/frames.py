@@ -25,20 +25,28 @@ def frame_locals(frame: FrameType, capturer: Capturer, local_vars: Any = None) -
     return capturer.fields(local_vars.items(), 0, skip_module_noise=module_level, identifiers=not module_level)
 
 
+# A captured frame: (file, line, function) or (file, line, function, locals). Tuples are cheaper to
+# build on the hit than dicts; the agent's thread turns them into {"file", "line", "function", "locals"}.
+CapturedFrame = tuple[Any, ...]
+
+
 def capture_stack(
     frame: FrameType | None,
     capturer: Capturer,
     with_locals: int,
     max_frames: int,
     top_locals: Any = None,
-) -> list[dict[str, Any]]:
+) -> list[CapturedFrame]:
     """The stack from `frame` outwards (top frame first); `top_locals` saves reading the top frame's again."""
-    out: list[dict[str, Any]] = []
-    while frame is not None and len(out) < max_frames:
+    out: list[CapturedFrame] = []
+    count = 0
+    while frame is not None and count < max_frames:
         code = frame.f_code
-        entry: dict[str, Any] = {"file": code.co_filename, "line": frame.f_lineno, "function": code.co_qualname}
-        if len(out) < with_locals:
-            entry["locals"] = frame_locals(frame, capturer, top_locals if not out else None)
-        out.append(entry)
+        if count < with_locals:
+            local_vars = frame_locals(frame, capturer, top_locals if count == 0 else None)
+            out.append((code.co_filename, frame.f_lineno, code.co_qualname, local_vars))
+        else:
+            out.append((code.co_filename, frame.f_lineno, code.co_qualname))
+        count += 1
         frame = frame.f_back
     return out

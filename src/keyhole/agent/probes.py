@@ -15,7 +15,10 @@ are the application's and pass through.)
 
 from __future__ import annotations
 
+import ast
 import itertools
+import math
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -42,8 +45,10 @@ if TYPE_CHECKING:
     from keyhole.agent.runtime import Runtime
 
 _clock = time.perf_counter
+_getframe = sys._getframe
 _ident = threading.get_ident
 _truth = sa.truth
+_MISSING = sa.MISSING
 MAX_OPEN_CALLS = 10_000
 NOT_ADMITTED = 0
 
@@ -64,10 +69,15 @@ class Probe:
         self.spec = spec
         self.id = spec.id
         self.runtime = runtime
-        self.enabled = True
+        self._enabled = True
         self.installed = False
         self.expires = _clock() + spec.ttl
-        self.limiter = RateLimiter(spec.rate) if spec.rate is not None else None
+        # The rate limit (GCRA, see rate_limit.py) lives on the probe: a hit reads one attribute to
+        # decide "drop". A disabled probe's allow_at is +inf, so the same test drops its hits too.
+        self.allow_at = -math.inf
+        self._tat = 0.0
+        self._interval = 1.0 / spec.rate if spec.rate is not None else 0.0
+        self._tolerance = self._interval * (max(1.0, spec.rate) - 1.0) if spec.rate is not None else 0.0
         self.max_hits = spec.max_hits
         self._hits = itertools.count()
         self._admitted = itertools.count()
@@ -88,8 +98,19 @@ class Probe:
 
     # --- state ---
     @property
+    def enabled(self) -> bool:
+        return self._enabled
+
+    @enabled.setter
+    def enabled(self, value: bool) -> None:
+        self._enabled = value
+        if not value:
+            self.allow_at = math.inf  # every later hit is dropped by the first test on the hit path
+
+    @property
     def hits(self) -> int:
-        return counter_value(self._hits)
+        # Hits dropped by the rate limiter (or after disabling) are counted in `suppressed` only.
+        return counter_value(self._hits) + self.suppressed
 
     @property
     def admitted(self) -> int:
@@ -100,9 +121,7 @@ class Probe:
 
     def reset_after_fork(self) -> None:
         self._lock = threading.Lock()
-        for limiter in (self.limiter, self._error_limiter):
-            if limiter is not None:
-                limiter.reset_after_fork()
+        self._error_limiter.reset_after_fork()
 
     def disable(self, reason: str) -> None:
         with self._lock:
@@ -132,12 +151,16 @@ class Probe:
         if now >= self.expires:
             self.expire()
             return NOT_ADMITTED
-        if _ident() == AgentThread.ident:
+        if AgentThread.busy and _ident() == AgentThread.ident:
             return NOT_ADMITTED  # the agent's own work never feeds its probes
-        limiter = self.limiter
-        if limiter is not None and not limiter.try_acquire(now):
-            self.suppressed += 1
-            return NOT_ADMITTED
+        if self._interval:
+            if now < self.allow_at:
+                self.suppressed += 1
+                return NOT_ADMITTED
+            tat = self._tat
+            tat = (tat if tat > now else now) + self._interval
+            self._tat = tat
+            self.allow_at = tat - self._tolerance
         if self.captures and not self.runtime.capture_limiter.try_acquire(now):
             self.suppressed += 1
             return NOT_ADMITTED
@@ -187,16 +210,17 @@ class Probe:
 
 
 class LineProbe(Probe):
-    def on_line(self, frame: FrameType) -> None:
-        next(self._hits)
-        if not self.enabled:
-            return
+    # A C callable that counts a hit when the probe needs nothing else (plain hit-count metrics).
+    counter: Callable[[], object] | None = None
+
+    def on_line(self) -> None:
         now = _clock()
-        limiter = self.limiter
-        if limiter is not None and now < limiter.allow_at:
+        if now < self.allow_at:  # rate limited, or disabled
             self.suppressed += 1
             return
+        next(self._hits)
         try:
+            frame = _getframe(2)  # the application's frame: see LineSite
             scope = Scope(frame)
             condition = self.condition
             if condition is not None:
@@ -248,13 +272,20 @@ class LogProbe(LineProbe):
 
     def __init__(self, spec: ProbeSpec, runtime: Runtime) -> None:
         super().__init__(spec, runtime)
-        parts: list[str | tuple[CompiledExpression, str]] = []
+        # (literal text before the field, local name for the fast path or None, expression, format spec)
+        segments: list[tuple[str, str | None, CompiledExpression | None, str]] = []
+        literal = ""
         for part in spec.checked_template:
             if isinstance(part, TemplateField):
-                parts.append((compile_expression(part.expression, runtime.rules, spec.reveal), part.format_spec))
+                body = part.expression.body
+                name = body.id if isinstance(body, ast.Name) and not part.format_spec else None
+                expression = compile_expression(part.expression, runtime.rules, spec.reveal)
+                segments.append((literal, name, expression, part.format_spec))
+                literal = ""
             else:
-                parts.append(part)
-        self.parts = tuple(parts)
+                literal += part
+        self.segments = tuple(segments)
+        self.tail = literal
         self.bytes = ByteBudget(LOG_BYTES_PER_SECOND)
 
     def reset_after_fork(self) -> None:
@@ -265,31 +296,51 @@ class LogProbe(LineProbe):
         out: list[str] = []
         error: EvalError | None = None
         names = self.names
-        for part in self.parts:
-            if isinstance(part, str):
-                out.append(part)
-                continue
-            expression, spec = part
+        local_get = scope.locals.get
+        for literal, name, expression, spec in self.segments:
+            if literal:
+                out.append(literal)
+            if name is not None:
+                # A bare local name: read it here; anything else goes through the evaluator.
+                value = local_get(name, _MISSING)
+                if value is not _MISSING:
+                    cls = type(value)
+                    if cls is str:
+                        out.append(value)
+                    elif cls is int:
+                        out.append(int.__repr__(value))
+                    else:
+                        out.append(format_value(value, "", names))
+                    continue
             try:
-                out.append(format_value(expression.evaluate(scope), spec, names))
+                out.append(format_value(expression.evaluate(scope), spec, names))  # type: ignore[union-attr]
             except StepBudgetExceeded:
                 raise
             except EvalError as exc:
                 error = exc
                 out.append(f"<error: {exc}>")
+        if self.tail:
+            out.append(self.tail)
         message = "".join(out)
         if len(message) > MAX_MESSAGE:
             message = message[:MAX_MESSAGE]
-        if self.bytes.take(now, len(message)):
-            event = self._event(ev.LOG, now)
-            event["message"] = message
-            self.runtime.emit(event)
+        budget = self.bytes  # ByteBudget.take, inlined
+        available = budget.available + (now - budget._last) * budget.per_second if budget._last else budget.available
+        if available > budget.capacity:  # noqa: PLR1730 - min() is a call, this is the hot path
+            available = budget.capacity
+        budget._last = now
+        size = len(message)
+        if size <= available:
+            budget.available = available - size
+            self.runtime.emit({"probe": self.id, "kind": "log", "ts": now, "thread": _ident(), "message": message})
         else:
+            budget.available = available
             self.suppressed += 1
-        self._after_emit(admitted)
+        if admitted < 0:
+            self._after_emit(admitted)
         if error is not None:
             self._failed(error, now)
-        else:
+        elif self.consecutive_errors:
             self.consecutive_errors = 0
 
 
@@ -303,6 +354,8 @@ class MetricProbe(LineProbe):
         self.started = _clock()
         # A plain hit counter needs nothing from the frame: the hit is the count.
         self.counter_only = self.condition is None and self.value is None and self.max_hits is None
+        if self.counter_only:
+            self.counter = self._hits.__next__
         self._reported_hits = 0
 
     def reset_after_fork(self) -> None:
@@ -310,17 +363,14 @@ class MetricProbe(LineProbe):
         self.aggregate.reset_after_fork()
         self.started = _clock()
 
-    def on_line(self, frame: FrameType) -> None:
-        if self.counter_only:
-            if self.enabled:
-                next(self._hits)
+    def on_line(self) -> None:
+        now = _clock()
+        if now < self.allow_at:  # disabled
+            self.suppressed += 1
             return
         next(self._hits)
-        if not self.enabled:
-            return
-        now = _clock()
         try:
-            scope = Scope(frame)
+            scope = Scope(_getframe(2))
             condition = self.condition
             if condition is not None and not _truth(condition.evaluate(scope)):
                 self.consecutive_errors = 0
@@ -377,14 +427,11 @@ class FunctionProbe(Probe):
         self._calls = {}
 
     def on_enter(self, frame: FrameType) -> None:
-        next(self._hits)
-        if not self.enabled:
-            return
         now = _clock()
-        limiter = self.limiter
-        if limiter is not None and now < limiter.allow_at:
+        if now < self.allow_at:  # rate limited, or disabled
             self.suppressed += 1
             return
+        next(self._hits)
         try:
             condition = self.condition
             if condition is not None:
@@ -457,14 +504,11 @@ class ExceptionProbe(Probe):
         return any(sa.class_name(k) == wanted or sa.qualified_name(k) == wanted for k in sa.mro(type(exc)))
 
     def on_unwind(self, frame: FrameType, exc: BaseException) -> None:
-        next(self._hits)
-        if not self.enabled:
-            return
         now = _clock()
-        limiter = self.limiter
-        if limiter is not None and now < limiter.allow_at:
+        if now < self.allow_at:  # rate limited, or disabled
             self.suppressed += 1
             return
+        next(self._hits)
         try:
             if not self.matches(exc):
                 return
@@ -482,17 +526,10 @@ class ExceptionProbe(Probe):
             while tb is not None:
                 chain.append((tb.tb_frame, tb.tb_lineno))
                 tb = tb.tb_next
-            frames: list[dict[str, Any]] = []
+            frames: list[tuple[Any, ...]] = []
             for tb_frame, lineno in reversed(chain[-self.limits.frames :]):
                 code = tb_frame.f_code
-                frames.append(
-                    {
-                        "file": code.co_filename,
-                        "line": lineno,
-                        "function": code.co_qualname,
-                        "locals": frame_locals(tb_frame, capturer),
-                    }
-                )
+                frames.append((code.co_filename, lineno, code.co_qualname, frame_locals(tb_frame, capturer)))
             chain.clear()
             event["frames"] = frames
             self.runtime.emit(event)

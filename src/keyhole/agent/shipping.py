@@ -100,8 +100,13 @@ def wall_offset() -> float:
 
 
 def finish_event(
-    event: dict[str, Any], pid: int, reveal: tuple[str, ...], offset: float | None = None
+    event: dict[str, Any],
+    pid: int,
+    reveal: tuple[str, ...],
+    offset: float | None = None,
+    names: dict[int, str] | None = None,
 ) -> dict[str, Any]:
+    """`names` caches thread names for a batch of events (threads come and go between batches)."""
     if offset is None:
         offset = wall_offset()
     out: dict[str, Any] = {}
@@ -109,17 +114,31 @@ def finish_event(
         if key == "ts":
             out[key] = format_timestamp(value + offset) if type(value) is float else value
         elif key == "thread":
-            out[key] = thread_name(value) if type(value) is int else value
+            name = value
+            if type(value) is int:
+                name = names.get(value) if names is not None else None
+                if name is None:
+                    name = thread_name(value)
+                    if names is not None:
+                        names[value] = name
+            out[key] = name
         elif key == "frames":
-            out[key] = [
-                {k: (v if k in _FRAME_META else finish_value(v, reveal)) for k, v in frame.items()} for frame in value
-            ]
+            out[key] = [_finish_frame(frame, reveal) for frame in value]
         elif key in _META:
             out[key] = finish_value(value, ()) if type(value) is float and not math.isfinite(value) else value
         else:
             out[key] = finish_value(value, reveal)
     out["pid"] = pid
     return out
+
+
+def _finish_frame(frame: Any, reveal: tuple[str, ...]) -> dict[str, Any]:
+    if type(frame) is tuple:
+        out: dict[str, Any] = {"file": frame[0], "line": frame[1], "function": frame[2]}
+        if len(frame) > 3:
+            out["locals"] = finish_value(frame[3], reveal)
+        return out
+    return {k: (v if k in _FRAME_META else finish_value(v, reveal)) for k, v in frame.items()}
 
 
 def encode(event: dict[str, Any]) -> bytes:

@@ -8,6 +8,7 @@ replaced whole when probes come and go, so a hit never sees a half-updated list.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -18,23 +19,43 @@ _getframe = sys._getframe
 
 
 class AgentThread:
-    """The ident of the agent's own thread: its work never produces events (it would feed itself)."""
+    """The agent's own thread: its work never produces events (it would feed itself).
+
+    `busy` is True while that thread works (it may run code a probe is set on: the standard
+    library, the embedding program's sink); only then does a hit pay for comparing thread idents.
+    """
 
     ident = -1
+    busy = False
 
 
 class LineSite:
-    __slots__ = ("line", "probes")
+    """The probes on one line of one code object.
+
+    A hit calls `counters` (C callables: next() of a plain counter's itertools.count) and then `calls`
+    (probes' on_line methods). on_line takes no frame: a probe that needs one reads sys._getframe(2)
+    itself, after its cheap checks, so a hit its rate limiter drops never materialises a frame
+    object. The depth is the same from both backends: the application's frame, the dispatcher
+    (sys.monitoring callback, or LineSite.fire on 3.11), then on_line.
+    """
+
+    __slots__ = ("calls", "counters", "line", "probes")
 
     def __init__(self, line: int) -> None:
         self.line = line
-        self.probes: tuple[LineProbe, ...] = ()
+        self.set_probes(())
+
+    def set_probes(self, probes: tuple[LineProbe, ...]) -> None:
+        self.probes = probes
+        self.counters: tuple[Callable[[], object], ...] = tuple(p.counter for p in probes if p.counter is not None)
+        self.calls: tuple[Callable[[], None], ...] = tuple(p.on_line for p in probes if p.counter is None)
 
     def fire(self) -> None:
         """Called by bytecode injected at the line (Python 3.11)."""
-        frame = _getframe(1)
-        for probe in self.probes:
-            probe.on_line(frame)
+        for counter in self.counters:
+            counter()
+        for call in self.calls:
+            call()
 
 
 class FunctionSite:

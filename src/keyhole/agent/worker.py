@@ -64,10 +64,12 @@ def run_worker(agent: Agent) -> None:
         retry = agent.next_retry()
         if retry is not None and retry < wake:
             wake = retry
+        AgentThread.busy = False
         try:
             item: Any = q.get(timeout=max(0.0, min(wake - now, TICK)))
         except queue.Empty:
             item = None
+        AgentThread.busy = True
         events: list[dict[str, Any]] = []
         commands: list[tuple[Any, ...]] = []
         while item is not None:
@@ -129,11 +131,13 @@ def ship(agent: Agent, events: list[dict[str, Any]]) -> None:
     probes = {e.probe.id: e.probe for e in agent.entries()}
     finished: list[dict[str, Any]] = []
     offset = wall_offset()
+    names: dict[int, str] = {}
     for event in events:
         start = time.perf_counter()
         probe = probes.get(event.get("probe") or "")
         try:
-            finished.append(finish_event(event, agent.pid, probe.spec.reveal if probe is not None else (), offset))
+            reveal = probe.spec.reveal if probe is not None else ()
+            finished.append(finish_event(event, agent.pid, reveal, offset, names))
         except Exception as exc:
             finished.append(
                 {

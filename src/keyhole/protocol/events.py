@@ -40,10 +40,17 @@ DATA_KINDS = frozenset({SNAPSHOT, LOG, METRIC, FUNCTION, EXCEPTION, STACKS})
 STATUS_KINDS = frozenset({INSTALLED, PENDING, ERROR, DISABLED, REMOVED, STATS, DROPPED, AGENT})
 
 
+_last_second: list[tuple[int, str]] = [(-1, "")]
+
+
 def format_timestamp(epoch_seconds: float) -> str:
     """RFC 3339 in UTC with microseconds, e.g. 2026-11-21T10:00:00.123456Z."""
     whole = int(epoch_seconds)
     micros = round((epoch_seconds - whole) * 1_000_000)
     if micros == 1_000_000:
         whole, micros = whole + 1, 0
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{micros:06d}Z"
+    second, prefix = _last_second[0]
+    if second != whole:  # events come in bursts within the same second: format the date part once
+        prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+        _last_second[0] = (whole, prefix)
+    return f"{prefix}.{micros:06d}Z"
