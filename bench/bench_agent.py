@@ -104,7 +104,7 @@ class Settrace:
         self.next_allowed = 0.0
 
     def start(self) -> None:
-        sys.settrace(self._global)
+        """Such tools trace while a probe exists; add() and remove() switch the tracer."""
 
     def _global(self, frame: Any, event: str, arg: Any) -> Any:
         return self._local if frame.f_code in self.codes else None
@@ -140,6 +140,7 @@ class Settrace:
 
         probe.probe_id = probe_id  # type: ignore[attr-defined]
         self.lines.setdefault(line, []).append(probe)
+        sys.settrace(self._global)
 
     def fired(self, probe_id: str) -> int:
         return self.counts[probe_id]
@@ -147,6 +148,8 @@ class Settrace:
     def remove(self, probe_id: str) -> None:
         for probes in self.lines.values():
             probes[:] = [p for p in probes if getattr(p, "probe_id", None) != probe_id]
+        if not any(self.lines.values()):
+            sys.settrace(None)
 
     def stop(self) -> None:
         sys.settrace(None)
