@@ -15,7 +15,9 @@ from typing import Any
 from keyhole.agent.capture import LongText
 from keyhole.agent.stacks import thread_name
 from keyhole.protocol.events import format_timestamp
-from keyhole.protocol.redaction import MARKER_KEY, marker, redact_text
+from keyhole.protocol.redaction import MARKER_KEY, SECRET_HINT, marker, redact_text
+
+_HINT = SECRET_HINT.search
 
 # Fields written by keyhole itself, never from application data.
 _META = frozenset(
@@ -57,38 +59,55 @@ _FRAME_META = frozenset({"file", "line", "function"})
 
 
 def _cut(text: str, limit: int) -> str:
-    cut = text[:limit]
-    open_marker = cut.rfind("[redacted:")
-    if open_marker != -1 and "]" not in cut[open_marker:]:
-        close = text.find("]", open_marker)
-        cut = text[: close + 1] if close != -1 else cut[:open_marker]
-    return cut
+    """The first `limit` characters, never ending inside a redaction marker."""
+    start = text.rfind("[redacted:", 0, limit + 9)  # a marker that starts before the limit
+    if start != -1 and start < limit:
+        end = text.find("]", start)
+        if end >= limit:
+            return text[: end + 1]
+    return text[:limit]
+
+
+def _finish_text(value: str, reveal: tuple[str, ...]) -> Any:
+    if len(value) < 6 or _HINT(value) is None:
+        return value
+    text, whole = redact_text(value, reveal)
+    if whole is not None and text == f"[redacted:{whole}]":
+        return marker(whole)
+    return text
 
 
 def finish_value(value: Any, reveal: tuple[str, ...]) -> Any:
+    """Redact by value and cut long strings. Captured containers are keyhole's own fresh objects, so
+    they are changed in place rather than copied."""
     kind = type(value)
+    if kind is int or kind is bool or value is None:
+        return value
     if kind is str:
-        text, whole = redact_text(value, reveal)
-        if whole is not None and text == f"[redacted:{whole}]":
-            return marker(whole)
-        return text
-    if kind is LongText:
-        text, _ = redact_text(value.text, reveal)
-        return {"@type": "str", "@value": _cut(text, value.limit), "@size": value.size}
+        return _finish_text(value, reveal)
     if kind is list:
-        return [finish_value(v, reveal) for v in value]
+        for i, item in enumerate(value):
+            if type(item) is not int:
+                value[i] = finish_value(item, reveal)
+        return value
     if kind is dict:
         if MARKER_KEY in value:
             return value
-        out: dict[str, Any] = {}
+        renamed: list[tuple[str, str]] = []
         for key, item in value.items():
-            name = key
-            if not key.startswith("@") or key.startswith("@@"):
+            if type(item) is not int:
+                value[key] = finish_value(item, reveal)
+            if (not key.startswith("@") or key.startswith("@@")) and len(key) >= 6 and _HINT(key) is not None:
                 new_key, _ = redact_text(key, reveal)
                 if new_key != key:
-                    name = f"{new_key}#{len(out)}"
-            out[name] = finish_value(item, reveal)
-        return out
+                    renamed.append((key, f"{new_key}#{len(renamed)}"))
+        if renamed:  # rare: rebuild to keep the application's key order
+            names = dict(renamed)
+            return {names.get(k, k): v for k, v in value.items()}
+        return value
+    if kind is LongText:
+        text, _ = redact_text(value.text, reveal)
+        return {"@type": "str", "@value": _cut(text, value.limit), "@size": value.size}
     if kind is float and not math.isfinite(value):
         return {"@type": "float", "@value": repr(value)}
     return value

@@ -38,8 +38,8 @@ def show_events(path: Path, *, as_json: bool, probe: str | None, follow: bool) -
             print(json.dumps(event, ensure_ascii=False))
         else:
             render_event(event, _console)
-    if bad:
-        _console.print(f"[dim]{bad} line(s) of {escape(str(path))} were not JSON and were skipped[/dim]")
+    if bad:  # a diagnostic, on stderr, so that --json output stays parseable
+        print(f"keyhole: {bad} line(s) of {path} were not JSON and were skipped", file=sys.stderr)
 
 
 def _lines(path: Path, follow: bool) -> Iterator[str]:
@@ -155,10 +155,21 @@ def _frame_label(frame: dict[str, Any]) -> str:
     return f"[cyan]{function}[/cyan] [dim]{where}[/dim]"
 
 
+def _is_library(path: object) -> bool:
+    """Frames of the standard library: their locals are shown by name only (--json has them all)."""
+    text = str(path).replace("\\", "/")
+    return "/lib/python3." in text and "/site-packages/" not in text
+
+
 def _frames(tree: Tree, frames: list[dict[str, Any]]) -> None:
     for frame in frames:
+        local_vars = frame.get("locals") or {}
+        if local_vars and _is_library(frame.get("file")):
+            names = ", ".join(escape(n) for n in local_vars if not n.startswith("@"))
+            tree.add(f"{_frame_label(frame)} [dim](locals: {names})[/dim]")
+            continue
         branch = tree.add(_frame_label(frame))
-        for name, value in (frame.get("locals") or {}).items():
+        for name, value in local_vars.items():
             if name == "@more":
                 branch.add(f"[dim]... {value} more[/dim]")
                 continue

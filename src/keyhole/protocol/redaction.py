@@ -174,7 +174,7 @@ def validate_reveal(value: object, what: str = "reveal") -> tuple[str, ...]:
 _VALUE_PATTERN = re.compile(
     r"(?P<privatekey>-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----"
     r"(?:.*?-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----|.*))"
-    r"|(?P<jwt>\beyJ[A-Za-z0-9_-]{6,}\.[A-Za-z0-9_-]{6,}(?:\.[A-Za-z0-9_-]*)?)"
+    r"|(?P<jwt>eyJ[A-Za-z0-9_-]{6,}\.[A-Za-z0-9_-]{6,}(?:\.[A-Za-z0-9_-]*)?)"
     r"|(?P<bearer>\b(?:[Bb]earer|BEARER|[Bb]asic|BASIC|[Tt]oken)\s+[A-Za-z0-9._~+/=-]{8,})"
     r"|(?P<urlcred>\b[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@]+:[^\s@/]+@)"
     r"|(?P<cloudkey>\b(?:(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA)[A-Z0-9]{16}"
@@ -197,7 +197,7 @@ _GROUP_CLASS = {
     "phone": "pii",
 }
 # Cheap pre-filter: every pattern above needs one of these characters; most strings have none.
-_MAYBE = re.compile(r"[0-9@:]|-----|eyJ|[Bb]earer|BEARER|[Bb]asic|BASIC|[Tt]oken|AIza|xox|gh|glpat")
+SECRET_HINT = _MAYBE = re.compile(r"[0-9@:]|-----|eyJ|[Bb]earer|BEARER|[Bb]asic|BASIC|[Tt]oken|AIza|xox|gh|glpat")
 
 
 def luhn_ok(digits: str) -> bool:
