@@ -13,8 +13,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from shopapp.models import Customer, Order  # noqa: E402
-from shopapp.orders import process_order  # noqa: E402
+from shopapp.models import Customer, Order
+from shopapp.orders import process_order
 
 CATALOGUE = [("keyboard", 49.5), ("monitor", 189.0), ("cable", 7.25), ("chair", 240.0), ("lamp", 31.0)]
 
@@ -39,7 +39,7 @@ def worker(jobs: "queue.Queue[Order | None]", results: list) -> None:
 
 
 def main(seconds: float = 3.0) -> int:
-    jobs: "queue.Queue[Order | None]" = queue.Queue()
+    jobs: queue.Queue[Order | None] = queue.Queue()
     results: list = []
     threads = [threading.Thread(target=worker, args=(jobs, results), name=f"worker-{n}") for n in (1, 2)]
     for t in threads:

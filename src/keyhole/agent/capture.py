@@ -21,11 +21,12 @@ from typing import Any
 from keyhole.agent import safe_access as sa
 from keyhole.protocol.limits import DEFAULT_CAPTURE, CaptureLimits
 from keyhole.protocol.redaction import MARKER_KEY as MARKER
-from keyhole.protocol.redaction import NAME_CLASS, TYPE_CLASS, RedactionRules, marker
+from keyhole.protocol.redaction import NAME_CLASS, TYPE_CLASS, RedactionRules
 
 # How much of a long string is kept for the redaction pass before the final cut.
 TEXT_MARGIN = 1024
 _INT_BOUND = 2**63
+_INT_FLOOR = -(2**63)
 
 
 class LongText:
@@ -144,7 +145,7 @@ class Capturer:
                 continue
             cls = type(value)
             if cls is int:
-                if -_INT_BOUND < value < _INT_BOUND:
+                if _INT_FLOOR < value < _INT_BOUND:
                     remaining -= 12
                     out[key] = value
                     continue
@@ -175,7 +176,7 @@ class Capturer:
             return LongText(value[:TEXT_MARGIN], n, self._string)
         if cls is int:
             self.remaining -= 8
-            if -_INT_BOUND < value < _INT_BOUND:
+            if _INT_FLOOR < value < _INT_BOUND:
                 return value
             return {"@type": "int", "@bits": value.bit_length()}
         if cls is bool or value is None:
@@ -188,6 +189,7 @@ class Capturer:
             return {"@type": "float", "@value": float.__repr__(value)}
         if self.remaining <= 0:
             return {"@truncated": "size"}
+        active = len(self._active)
         try:
             if cls is list or cls is tuple:
                 return self._sequence(value, cls is list, depth)
@@ -195,10 +197,11 @@ class Capturer:
                 return self._dict(value, "dict", depth)
             return self._complex(value, cls, depth)
         except Exception as exc:  # a capture must never fail the event: say what could not be read
+            del self._active[active:]
             return {"@type": sa.type_name(value), "@error": f"{type(exc).__name__}"}
 
     def _sequence(self, value: list[Any] | tuple[Any, ...], is_list: bool, depth: int) -> Any:
-        """Exact lists and tuples, the commonest containers."""
+        """Exact lists and tuples, the commonest containers. (value() restores _active on errors.)"""
         if depth >= self.limits.depth:
             self.remaining -= 30
             return {"@type": "list" if is_list else "tuple", "@truncated": "depth", "@size": len(value)}
@@ -207,25 +210,23 @@ class Capturer:
         if key in active:
             return {"@type": "list" if is_list else "tuple", "@cycle": True}
         active.append(key)
-        try:
-            limit = self.limits.items
-            items: list[Any] = []
-            child = depth + 1
-            for item in value[:limit]:
-                if self.remaining <= 0:
-                    break
-                cls = type(item)
-                if cls is int and -_INT_BOUND < item < _INT_BOUND:
-                    self.remaining -= 10
-                    items.append(item)
-                elif cls is str and len(item) <= self._string:
-                    self.remaining -= len(item) + 4
-                    items.append(item)
-                else:
-                    self.remaining -= 2
-                    items.append(self.value(item, child))
-        finally:
-            active.pop()
+        items: list[Any] = []
+        child = depth + 1
+        string_limit = self._string
+        for item in value[: self.limits.items]:
+            if self.remaining <= 0:
+                break
+            cls = type(item)
+            if cls is int and _INT_FLOOR < item < _INT_BOUND:
+                self.remaining -= 10
+                items.append(item)
+            elif cls is str and len(item) <= string_limit:
+                self.remaining -= len(item) + 4
+                items.append(item)
+            else:
+                self.remaining -= 2
+                items.append(self.value(item, child))
+        active.pop()
         more = len(value) - len(items)
         if is_list:
             if more:
@@ -309,28 +310,39 @@ class Capturer:
 
     def _dict(self, value: Any, qualname: str, depth: int) -> Any:
         total = dict.__len__(value)
-        head = list(itertools.islice(dict.items(value), self.limits.items))
-        is_secret = self.filter.is_secret
-        if all(type(k) is str for k, _ in head):
-            out: dict[str, Any] = {} if qualname == "dict" else {"@type": qualname}
-            shown = 0
-            for key, item in head:
-                if self.remaining <= 0:
-                    break
-                shown += 1
-                self.remaining -= len(key) + 4
-                name = "@" + key if key.startswith("@") else key
-                out[name] = marker(NAME_CLASS) if is_secret(key) else self.value(item, depth + 1)
-            if total > shown:
-                out["@more"] = total - shown
-            return out
+        limit = self.limits.items
+        secret = self.filter.is_secret
+        out: dict[str, Any] = {} if qualname == "dict" else {"@type": qualname}
+        shown = 0
+        for key, item in dict.items(value):
+            if shown >= limit or self.remaining <= 0:
+                break
+            if type(key) is not str:
+                return self._entries(value, qualname, depth, total)
+            shown += 1
+            self.remaining -= len(key) + 4
+            name = "@" + key if key[:1] == "@" else key
+            if secret(key):
+                out[name] = {MARKER: NAME_CLASS}
+            elif type(item) is int and _INT_FLOOR < item < _INT_BOUND:
+                out[name] = item
+            else:
+                out[name] = self.value(item, depth + 1)
+        if total > shown:
+            out["@more"] = total - shown
+        return out
+
+    def _entries(self, value: Any, qualname: str, depth: int, total: int) -> Any:
+        """A dict with keys that are not strings: [key, value] pairs."""
         entries: list[list[Any]] = []
-        for key, item in head:
+        for key, item in itertools.islice(dict.items(value), self.limits.items):
             if self.remaining <= 0:
                 break
             self.remaining -= 4
-            secret = type(key) is str and is_secret(key)
-            entries.append([self.value(key, depth + 1), marker(NAME_CLASS) if secret else self.value(item, depth + 1)])
+            hidden = type(key) is str and self.filter.is_secret(key)
+            entries.append(
+                [self.value(key, depth + 1), {MARKER: NAME_CLASS} if hidden else self.value(item, depth + 1)]
+            )
         result: dict[str, Any] = {"@type": qualname, "@entries": entries}
         if total > len(entries):
             result["@more"] = total - len(entries)
