@@ -131,12 +131,17 @@ def test_only_one_agent_runs_in_a_process(collector: Collector) -> None:
 @pytest.mark.skipif(sys.version_info < (3, 12), reason="sys.monitoring exists from Python 3.12")
 def test_a_tool_already_holding_keyholes_monitoring_id_is_reported_not_overwritten(collector: Collector) -> None:
     sys.monitoring.use_tool_id(4, "someone-else")
+    fds = _fd_count()
     try:
         with pytest.raises(BackendUnavailable, match="already held by 'someone-else'"):
             Agent(collector).start()
+        with pytest.raises(BackendUnavailable):
+            Agent(Path("/tmp") / f"keyhole-unused-{os.getpid()}.jsonl").start()
         assert sys.monitoring.get_tool(4) == "someone-else"
+        assert _fd_count() == fds
     finally:
         sys.monitoring.free_tool_id(4)
+        Path(f"/tmp/keyhole-unused-{os.getpid()}.jsonl").unlink(missing_ok=True)
 
 
 def test_an_existing_trace_function_is_kept_and_reported(

@@ -142,7 +142,11 @@ class Agent:
                 raise AgentStateError("this agent was already started; create a new Agent")
             if _active is not None:
                 raise AgentStateError("a keyhole agent is already running in this process; stop it first")
-            self._backend.start()
+            try:
+                self._backend.start()
+            except BaseException:
+                self._sink.close()  # nothing may stay open when the agent cannot start
+                raise
             _active = self
             self._state = "running"
         self._start_worker()
