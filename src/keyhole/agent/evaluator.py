@@ -16,7 +16,7 @@ from typing import Any
 
 from keyhole.agent import safe_access as sa
 from keyhole.agent.errors import EvalError, RedactedRead, StepBudgetExceeded
-from keyhole.protocol.expression import MAX_EXPONENT, MAX_REPEAT, CheckedExpression
+from keyhole.protocol.expression import DICT_METHODS, MAX_EXPONENT, MAX_REPEAT, STRING_METHODS, CheckedExpression
 from keyhole.protocol.limits import EXPRESSION_STEP_BUDGET
 from keyhole.protocol.redaction import NAME_CLASS, RedactionRules
 
@@ -313,25 +313,6 @@ _ARITY = {
 
 _TEXT_ARG_IDS = sa.type_ids(str, bytes, int, bool)
 _TEXT_IDS = sa.type_ids(str, bytes)
-_STR_METHODS = frozenset(
-    {
-        "startswith",
-        "endswith",
-        "lower",
-        "upper",
-        "strip",
-        "lstrip",
-        "rstrip",
-        "find",
-        "count",
-        "split",
-        "isdigit",
-        "isalpha",
-        "isalnum",
-        "isspace",
-    }
-)
-_DICT_METHODS = frozenset({"get", "keys", "values", "items"})
 
 
 def _text_args(args: list[Any]) -> None:
@@ -520,11 +501,11 @@ class _Compiler:
             obj = receiver(scope)
             values = [a(scope) for a in args]
             base = sa.builtin_base(type(obj))
-            if method in _STR_METHODS and base in (str, bytes):
+            if method in STRING_METHODS and base in (str, bytes):
                 _text_args(values)
                 scope.charge(sa.size(obj) // 64 + 1)
                 return _bounded(getattr(base, method)(obj, *values), scope)
-            if method in _DICT_METHODS and base is dict:
+            if method in DICT_METHODS and base is dict:
                 if method == "get":
                     if not 1 <= len(values) <= 2:
                         raise EvalError(".get() takes a key and an optional default")

@@ -40,28 +40,15 @@ HELPERS: frozenset[str] = frozenset(
         "typename",
     }
 )
-METHODS: frozenset[str] = frozenset(
+# Methods an expression may call, by the built-in type that must receive them.
+STRING_METHODS: frozenset[str] = frozenset(
     {
-        "startswith",
-        "endswith",
-        "lower",
-        "upper",
-        "strip",
-        "lstrip",
-        "rstrip",
-        "find",
-        "count",
-        "split",
-        "get",
-        "keys",
-        "values",
-        "items",
-        "isdigit",
-        "isalpha",
-        "isalnum",
-        "isspace",
+        "startswith", "endswith", "lower", "upper", "strip", "lstrip", "rstrip", "find", "count",
+        "split", "isdigit", "isalpha", "isalnum", "isspace",
     }
-)
+)  # fmt: skip
+DICT_METHODS: frozenset[str] = frozenset({"get", "keys", "values", "items"})
+METHODS: frozenset[str] = STRING_METHODS | DICT_METHODS
 CONSTANT_NAMES = frozenset({"True", "False", "None"})
 
 MAX_LITERAL_CHARS = 1_000
