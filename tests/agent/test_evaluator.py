@@ -101,14 +101,21 @@ CASES = [
     ("MODULE_SETTING * 2", 14),
     ("level == 3 and level > 2", True),
     ("color_name == 'RED'", True),
-    ("amount + 1", Decimal("2.5")),
+    ("amount > 1 and amount == Decimal_one_point_five", True),
+    ("float(amount) + 1", 2.5),
     ("'%' + 'd'", "%d"),
 ]
 
 
 @pytest.mark.parametrize(("source", "expected"), CASES)
 def test_expressions_compute_what_python_would(source: str, expected: Any) -> None:
-    names = {"order": ORDER, "level": Level.HIGH, "color_name": Color.RED.name, "amount": Decimal("1.5")}
+    names = {
+        "order": ORDER,
+        "level": Level.HIGH,
+        "color_name": Color.RED.name,
+        "amount": Decimal("1.5"),
+        "Decimal_one_point_five": Decimal("1.5"),
+    }
     scope = _scope_with(**names)
     scope.frame = sys._getframe()
     compiled = compile_expression(check_expression(source), DEFAULT_RULES)
@@ -137,6 +144,8 @@ ERRORS = [
     ("data[key]", RedactedRead, "key 'password' is redacted"),
     ("data.get(key)", RedactedRead, "is redacted"),
     ("sum(big)", StepBudgetExceeded, "more than 10000 evaluator steps"),
+    ("amount + 1", EvalError, "Decimal arithmetic reads and changes the thread's decimal context"),
+    ("data.values()", RedactedRead, "key 'password' is redacted"),
 ]
 
 
@@ -151,6 +160,7 @@ def test_run_time_errors_say_what_went_wrong(source: str, error: type[Exception]
         "data": {"password": "hunter2"},
         "key": "password",
         "big": list(range(50_000)),
+        "amount": Decimal("1.5"),
     }
     with pytest.raises(error) as raised:
         ev(source, **names)

@@ -221,7 +221,8 @@ def test_the_agents_own_work_never_triggers_probes(tmp_path: Path) -> None:
 
 
 FORK_SCRIPT = """
-import os, sys, time
+import os, sys, time, warnings
+warnings.simplefilter("default")  # show DeprecationWarnings, as __main__ code would
 sys.path.insert(0, {src!r})
 from keyhole.agent import Agent
 agent = Agent({events!r}).start()
@@ -254,6 +255,8 @@ def test_forked_children_get_a_clean_agent_that_keeps_probing(modules: ModuleMak
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False)
     assert run.returncode == 0, run.stderr
     assert run.stdout == "done\n"
+    # The agent's thread is paused around fork(): CPython has no other thread to warn about.
+    assert run.stderr == ""
     records = [json.loads(line) for line in events.read_text().splitlines()]
     logs = sorted((r["message"], r["pid"]) for r in records if r["kind"] == "log")
     parent = next(r["pid"] for r in records if r["kind"] == "agent" and not r.get("forked_from"))
@@ -264,3 +267,6 @@ def test_forked_children_get_a_clean_agent_that_keeps_probing(modules: ModuleMak
     assert len(forked) == 2
     stops = [r for r in records if r["kind"] == "agent" and r.get("event") == "stopped"]
     assert len(stops) == 3
+    # Each process counts its own hits: the children start from zero.
+    hits = {r["pid"]: r["hits"] for r in records if r["kind"] == "stats" and r["probe"] == "p"}
+    assert hits[parent] == 2 and sorted(v for k, v in hits.items() if k != parent) == [1, 1]

@@ -105,4 +105,14 @@ def test_a_snapshot_reads_as_a_stack_with_a_tree_of_locals(tmp_path: Path) -> No
 def test_json_output_and_probe_filter(tmp_path: Path) -> None:
     result = _show("--file", str(_events_file(tmp_path)), "--json", "--probe", "log")
     assert result.returncode == 0
-    assert [json.loads(line) for line in result.stdout.splitlines()] == [EVENTS[2]]
+    assert result.stdout.splitlines() == [json.dumps(EVENTS[2])]  # as written in the file
+
+
+def test_events_of_an_unexpected_shape_are_shown_as_they_are(tmp_path: Path) -> None:
+    odd = {"probe": "x", "kind": "installed", "locations": [1, {"a": 2}], "ts": 5}
+    weird = {"probe": "y", "kind": "exception", "exception": "not an object", "frames": "nope"}
+    path = tmp_path / "odd.jsonl"
+    path.write_text(json.dumps(odd) + "\n" + json.dumps(weird) + "\n")
+    result = _show("--file", str(path))
+    assert result.returncode == 0 and "Traceback" not in result.stderr
+    assert "not an object" in result.stdout

@@ -39,11 +39,11 @@ from keyhole.agent.errors import AgentError, AgentStateError
 from keyhole.agent.probes import ExceptionProbe, FunctionProbe, LineProbe, MetricProbe, Probe, StacksProbe, make_probe
 from keyhole.agent.rate_limit import RateLimiter
 from keyhole.agent.shipping import finish_event
-from keyhole.agent.sinks import Sink, make_sink
+from keyhole.agent.sinks import CallbackSink, Sink, check_sink, make_sink
 from keyhole.agent.sites import AgentThread, CodePlan, LineSite
 from keyhole.agent.stacks import task_stacks, thread_stacks
 from keyhole.agent.states import FAILED, INSTALLED, INSTALLING, PENDING, REMOVED, SETTLED
-from keyhole.agent.worker import run_worker, teardown
+from keyhole.agent.worker import Schedule, run_worker, teardown
 from keyhole.protocol import events as ev
 from keyhole.protocol.errors import SpecError
 from keyhole.protocol.expression import check_expression, parse_template
@@ -118,7 +118,9 @@ class Agent:
         self.dropped = 0
         # Seconds a hit costs before any probe code runs (the callback and dispatch); measured at start.
         self.hit_overhead = 0.0
-        self._sink = make_sink(sink)
+        check_sink(sink)
+        self._sink_target = sink
+        self._sink: Sink = CallbackSink(lambda event: None)  # the real one is opened by start()
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
@@ -132,6 +134,11 @@ class Agent:
         self._worker: threading.Thread | None = None
         self._main_watch: str | None = None
         self._tracer_seen = False
+        self._torn_down = False
+        self._paused = False  # the thread stopped for fork() and has not been started again
+        self.schedule = Schedule.starting(metric_interval)
+        # Ids of removed probes (their entries are forgotten), so probe_state() can still answer.
+        self._removed: dict[str, None] = {}
 
     # --- lifecycle -------------------------------------------------------------------------------
     def start(self) -> Agent:
@@ -142,6 +149,7 @@ class Agent:
                 raise AgentStateError("this agent was already started; create a new Agent")
             if _active is not None:
                 raise AgentStateError("a keyhole agent is already running in this process; stop it first")
+            self._sink = make_sink(self._sink_target)
             try:
                 self._backend.start()
             except BaseException:
@@ -149,6 +157,9 @@ class Agent:
                 raise
             _active = self
             self._state = "running"
+            # The import hook stays in place until stop(), inert while nothing waits: adding and
+            # removing finders while another thread walks sys.meta_path could make it skip one.
+            import_watch.install(self._watcher)
         self._start_worker()
         self.emit(
             self._status(
@@ -211,6 +222,8 @@ class Agent:
             self._tracer_seen = True
         if self._state != "running":
             raise AgentStateError("the agent is not running; call start() first")
+        if self._paused:
+            self._revive()
         with self._lock:
             existing = self._entries.get(spec.id)
             if existing is not None and existing.state != REMOVED:
@@ -224,6 +237,8 @@ class Agent:
 
     def remove_probe(self, probe_id: str) -> bool:
         """Remove a probe everywhere; False if there is no such probe."""
+        if self._paused:
+            self._revive()
         with self._lock:
             entry = self._entries.get(probe_id)
             if entry is None or entry.state == REMOVED:
@@ -235,7 +250,20 @@ class Agent:
     def probe_state(self, probe_id: str) -> str:
         with self._lock:
             entry = self._entries.get(probe_id)
-            return entry.state if entry is not None else "unknown"
+            if entry is None:
+                return REMOVED if probe_id in self._removed else "unknown"
+            return entry.state
+
+    def forget(self, probe_id: str) -> None:
+        """Drop a removed probe's bookkeeping (its events are out)."""
+        with self._changed:
+            entry = self._entries.get(probe_id)
+            if entry is not None and entry.state == REMOVED:
+                del self._entries[probe_id]
+                self._removed[probe_id] = None
+                if len(self._removed) > 1000:
+                    del self._removed[next(iter(self._removed))]
+            self._changed.notify_all()
 
     def wait_settled(self, probe_id: str, timeout: float) -> str:
         deadline = time.monotonic() + timeout
@@ -243,7 +271,7 @@ class Agent:
             while True:
                 entry = self._entries.get(probe_id)
                 if entry is None:
-                    return "unknown"
+                    return REMOVED if probe_id in self._removed else "unknown"
                 if entry.state in SETTLED:
                     return entry.state
                 left = deadline - time.monotonic()
@@ -291,6 +319,8 @@ class Agent:
 
     # --- the Runtime interface the probes use ---------------------------------------------------
     def emit(self, event: dict[str, Any]) -> None:
+        if self._paused:
+            self._revive()
         q = self._queue
         if q.qsize() >= MAX_QUEUE:
             self.dropped += 1
@@ -298,6 +328,8 @@ class Agent:
         q.put(event)
 
     def probe_disabled(self, probe: Probe, reason: str) -> None:
+        if self._paused:
+            self._revive()
         probe.enabled = False
         self.emit(self._status(probe.id, ev.DISABLED, reason=reason, **probe.stats()))
         self._queue.put(("uninstall", probe.id))
@@ -324,8 +356,13 @@ class Agent:
                 self._set_state(entry, INSTALLED)
                 self.emit(self._status(probe.id, ev.INSTALLED, locations=["process"]))
                 return
-            self._apply_resolution(entry, self._resolve(probe.spec, None), None)
-            self._refresh_watcher()
+        # Finding the code (a garbage collector scan, reading the source) happens outside the lock,
+        # so an import on an application thread does not wait for it.
+        resolution = self._resolve(probe.spec, None)
+        with self._lock:
+            if entry.state in (INSTALLING, PENDING):
+                self._apply_resolution(entry, resolution, None)
+                self._refresh_watcher()
 
     def _resolve(self, spec: ProbeSpec, module: locations.ModuleBeingImported | None) -> locations.Resolution:
         if spec.kind in LINE_KINDS:
@@ -344,7 +381,9 @@ class Agent:
             first = entry.state != PENDING or entry.message != res.message
             self._set_state(entry, PENDING, res.message)
             entry.retry_at = time.monotonic() + entry.retry_delay
-            entry.retry_delay = min(entry.retry_delay * 2, 2.0)
+            # Soon at first (the main script's functions appear a moment after it starts), then rarely:
+            # each retry may scan the garbage collector.
+            entry.retry_delay = min(entry.retry_delay * 2, 30.0)
             if first:
                 self.emit(self._status(probe.id, ev.PENDING, reason=res.message))
             return False
@@ -359,10 +398,7 @@ class Agent:
             try:
                 notes = self._backend.apply(self._plans, changed, entry.paths)
             except Exception as exc:
-                self._detach(entry)
-                probe.enabled = False
-                self._set_state(entry, FAILED, f"could not instrument: {type(exc).__name__}: {exc}")
-                self.emit(self._status(probe.id, ev.ERROR, error=entry.message))
+                self._fail_install(entry, exc)
                 return False
         if self._tracer_seen or trace_function_active():
             self._tracer_seen = True
@@ -378,6 +414,18 @@ class Agent:
             )
         )
         return True
+
+    def _fail_install(self, entry: Entry, exc: Exception) -> None:
+        """Instrumenting failed part way: take out whatever was put in, and say why."""
+        changed = self._detach(entry)
+        try:
+            if changed:
+                self._backend.apply(self._plans, changed, entry.paths)
+        except Exception:
+            pass  # the original error is the one to report
+        entry.probe.enabled = False
+        self._set_state(entry, FAILED, f"could not instrument: {type(exc).__name__}: {exc}")
+        self.emit(self._status(entry.probe.id, ev.ERROR, error=entry.message))
 
     def _attach(self, entry: Entry, targets: list[CodeType]) -> list[CodeType]:
         probe = entry.probe
@@ -453,9 +501,13 @@ class Agent:
     def retry_pending(self, now: float) -> None:
         with self._lock:
             due = [e for e in self._entries.values() if e.state == PENDING and e.retry_at <= now]
-            for entry in due:
-                self._apply_resolution(entry, self._resolve(entry.probe.spec, None), None)
-            if due:
+        for entry in due:
+            resolution = self._resolve(entry.probe.spec, None)
+            with self._lock:
+                if entry.state == PENDING:
+                    self._apply_resolution(entry, resolution, None)
+        if due:
+            with self._lock:
                 self._refresh_watcher()
 
     # --- modules imported later ------------------------------------------------------------------
@@ -474,10 +526,6 @@ class Agent:
                     stem = parts[-2] if len(parts) >= 2 else stem
                 names.add("." + stem)
         self._wanted_names = frozenset(names)
-        if names:
-            import_watch.install(self._watcher)
-        else:
-            import_watch.uninstall(self._watcher)
 
     def _wants(self, fullname: str) -> bool:
         wanted = self._wanted_names
@@ -487,14 +535,19 @@ class Agent:
         """Called by the import hook between compiling a module and running it."""
         with self._lock:
             module = locations.ModuleBeingImported(fullname, normalize(path), code)
-            installed = False
+            attached: list[Entry] = []
             for entry in [e for e in self._entries.values() if e.state == PENDING]:
                 res = self._resolve(entry.probe.spec, module)
                 if res.status == locations.PENDING:
                     continue
-                installed |= self._apply_resolution(entry, res, module)
-            if installed:
-                code = self._backend.instrument_module(code, self._plans)
+                if self._apply_resolution(entry, res, module):
+                    attached.append(entry)
+            if attached:
+                try:
+                    code = self._backend.instrument_module(code, self._plans)
+                except Exception as exc:
+                    for entry in attached:
+                        self._fail_install(entry, exc)
             self._refresh_watcher()
         return code
 
@@ -503,6 +556,11 @@ class Agent:
             self._on_module_code("__main__", self._main_watch, code)
 
     # --- periodic work (agent thread) --------------------------------------------------------------
+    def probe(self, probe_id: str) -> Probe | None:
+        with self._lock:
+            entry = self._entries.get(probe_id)
+            return entry.probe if entry is not None else None
+
     def entries(self) -> list[Entry]:
         with self._lock:
             return list(self._entries.values())
@@ -538,17 +596,44 @@ class Agent:
         teardown(self)
 
     # --- fork -------------------------------------------------------------------------------------
+    def pause_worker(self, timeout: float = 1.0) -> None:
+        """Before fork(): stop the agent's thread, so it holds no lock the child would inherit taken,
+        and so CPython does not warn that the process forks while multi-threaded."""
+        worker = self._worker
+        if worker is None:
+            return
+        if self._state == "running" and worker.is_alive() and threading.current_thread() is not worker:
+            self._queue.put(("pause",))
+            worker.join(timeout)
+            _wait_for_os_thread_exit()
+
+    def resume_worker(self) -> None:
+        """After fork(), in the parent. From 3.13 CPython counts threads for its fork warning after
+        these hooks run, so there a new thread starts with the agent's next piece of work (an event,
+        a command) instead of here."""
+        self._paused = True
+        if sys.version_info < (3, 13):
+            self._revive()
+
+    def _revive(self) -> None:
+        with _active_lock:
+            worker = self._worker
+            if self._paused and self._state == "running" and (worker is None or not worker.is_alive()):
+                self._start_worker()
+            self._paused = False
+
     def after_fork_in_child(self) -> None:
         parent = self.pid
         self.pid = os.getpid()
         self._queue = queue.SimpleQueue()
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
-        self.capture_limiter.reset_after_fork()
         self._budget = CpuBudget(self._budget.allowance / self._budget.window)
+        self.schedule = Schedule.starting(self.metric_interval)
         self.dropped = 0
         for entry in self._entries.values():
             entry.probe.reset_after_fork()
+        self._paused = False
         if self._state == "running":
             self._start_worker()
             self.emit(self._status(None, ev.AGENT, event="started", forked_from=parent, backend=self._backend.name))
@@ -566,16 +651,44 @@ def active_agent() -> Agent | None:
     return _active
 
 
+def _wait_for_os_thread_exit(limit: float = 0.05) -> None:
+    """join() returns a moment before the operating system thread is gone, and fork() counts those."""
+    tasks = "/proc/self/task"
+    if not os.path.isdir(tasks):
+        return
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        try:
+            if len(os.listdir(tasks)) <= threading.active_count():
+                return
+        except OSError:
+            return
+        time.sleep(0.0005)
+
+
+def _before_fork() -> None:
+    agent = _active
+    if agent is not None:
+        agent.pause_worker()
+
+
+def _after_fork_in_parent() -> None:
+    agent = _active
+    if agent is not None:
+        agent.resume_worker()
+
+
 def _after_fork_in_child() -> None:
     global _active_lock
     _active_lock = threading.Lock()
+    AgentThread.ident = -1
+    AgentThread.busy = False
     agent = _active
     if agent is not None:
-        AgentThread.ident = -1
         agent.after_fork_in_child()
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+    os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child)
 
 __all__ = ["Agent", "BackendUnavailable", "ProbeHandle", "active_agent"]

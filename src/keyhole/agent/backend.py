@@ -43,9 +43,6 @@ class Backend:
         """Call on_start(code) when the main script's module code starts; False if not supported."""
         return False
 
-    def reset_after_fork(self) -> None:
-        """Instrumentation lives in the child's copy of memory; nothing to redo by default."""
-
 
 def make_backend() -> Backend:
     if sys.version_info >= (3, 12):

@@ -14,14 +14,12 @@ suspended generators and coroutines, keep the code they started with.
 
 from __future__ import annotations
 
-import gc
-import types
 import weakref
-from types import CodeType, FunctionType
+from types import CodeType
 from typing import Any
 
 from keyhole.agent.backend import Backend, BackendUnavailable
-from keyhole.agent.code_search import normalize, running_codes
+from keyhole.agent.code_search import running_codes, scan_functions
 from keyhole.agent.sites import CodePlan, FunctionSite, LineSite
 
 try:
@@ -31,14 +29,6 @@ try:
     HAVE_BYTECODE = True
 except ImportError:  # pragma: no cover - a dependency on 3.11
     HAVE_BYTECODE = False
-
-# Suspended generators and coroutines hold a frame each; keyed by id because the garbage collector
-# hands us every object in the process and comparing an application's class could run its metaclass.
-_FRAME_ATTR = {
-    id(types.GeneratorType): "gi_frame",
-    id(types.CoroutineType): "cr_frame",
-    id(types.AsyncGeneratorType): "ag_frame",
-}
 
 
 def _call0(target: Any, lineno: int | None) -> list[Any]:
@@ -234,36 +224,21 @@ class BytecodeBackend(Backend):
     def apply(self, plans: dict[int, CodePlan], changed: list[CodeType], paths: set[str]) -> list[str]:
         memo: dict[int, CodeType] = {}
         targets = {id(c) for c in changed}
-        names: dict[str, bool] = {}
-        functions: list[FunctionType] = []
-        suspended = 0
-        for obj in gc.get_objects():
-            kind = type(obj)
-            if kind is FunctionType:
-                filename = obj.__code__.co_filename
-                matched = names.get(filename)
-                if matched is None:
-                    matched = names[filename] = normalize(filename) in paths
-                if matched:
-                    functions.append(obj)
-            elif id(kind) in _FRAME_ATTR:
-                frame = getattr(obj, _FRAME_ATTR[id(kind)])
-                if frame is not None and id(self.original(frame.f_code)) in targets:
-                    suspended += 1
+        functions, suspended = scan_functions(paths, lambda code: id(self.original(code)) in targets)
         for function in functions:
             current = function.__code__
             new = self._rebuild(self.original(current), plans, memo)
             if new is not current:
                 function.__code__ = new
-        running = sum(1 for code in running_codes() if id(self.original(code)) in targets) - suspended
-        notes = []
-        if running > 0 or suspended > 0:
-            notes.append(
-                f"{running + suspended} frame(s) already running this code (threads, suspended generators or "
-                "coroutines) keep the code they started with until they return; new calls see the change "
-                "(Python 3.11 swaps code objects; 3.12+ changes running frames too)"
-            )
-        return notes
+        running = sum(1 for code in running_codes() if id(self.original(code)) in targets)
+        if running + suspended:
+            return [
+                f"{running + suspended} frame(s) already running this code ({running} on a thread's stack, "
+                f"{suspended} in suspended generators or coroutines) keep the code they started with until "
+                "they return; new calls see the change (Python 3.11 swaps code objects; 3.12+ reaches "
+                "running frames too)"
+            ]
+        return []
 
     def instrument_module(self, code: CodeType, plans: dict[int, CodePlan]) -> CodeType:
         return self._rebuild(code, plans, {})

@@ -11,6 +11,7 @@ generators see a probe as soon as it is set.
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable
 from types import CodeType
 from typing import Any
@@ -21,6 +22,7 @@ from keyhole.agent.line_index import walk_code
 from keyhole.agent.sites import CodePlan, FunctionSite
 
 TOOL_ID = 4
+MAIN_WATCH_SECONDS = 5.0
 TOOL_NAME = "keyhole"
 _getframe = sys._getframe
 
@@ -45,6 +47,7 @@ class MonitoringBackend(Backend):
         self._codes: dict[int, CodeType] = {}
         self._main_path: str | None = None
         self._on_main: Callable[[CodeType], None] | None = None
+        self._main_deadline = 0.0
         self._started = False
 
     # --- lifecycle ---
@@ -171,17 +174,28 @@ class MonitoringBackend(Backend):
     def watch_main(self, path: str, on_start: object) -> bool:
         self._main_path = path
         self._on_main = on_start  # type: ignore[assignment]
+        # The watch is a global PY_START event: every call pays for it, so it ends when the main
+        # script starts, or after a few seconds if it never shows up (a zipapp, a .pyc).
+        self._main_deadline = time.monotonic() + MAIN_WATCH_SECONDS
         self._update_global()
         return True
 
     def _check_main(self, code: CodeType) -> None:
-        if code.co_name != "<module>" or self._main_path is None:
-            return
-        if normalize(code.co_filename) != self._main_path:
-            return
-        callback = self._on_main
+        try:
+            if code.co_name != "<module>" or self._main_path is None:
+                if time.monotonic() > self._main_deadline:
+                    self._end_main_watch()
+                return
+            if normalize(code.co_filename) != self._main_path:
+                return
+            callback = self._on_main
+            self._end_main_watch()
+            if callback is not None:
+                callback(code)
+        except Exception:
+            self._end_main_watch()  # never raise into the program's own code
+
+    def _end_main_watch(self) -> None:
         self._on_main = None
         self._main_path = None
         self._update_global()
-        if callback is not None:
-            callback(code)

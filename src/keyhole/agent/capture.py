@@ -18,6 +18,7 @@ import types
 from collections.abc import Iterable
 from typing import Any
 
+from keyhole.agent import decimals
 from keyhole.agent import safe_access as sa
 from keyhole.protocol.limits import DEFAULT_CAPTURE, CaptureLimits
 from keyhole.protocol.redaction import MARKER_KEY as MARKER
@@ -129,6 +130,8 @@ class Capturer:
         count = 0
         more = 0
         for name, value in items:
+            if not identifiers and type(name) is not str:
+                continue  # a mapping's non-string key: hashing or slicing it could run its code
             if skip_module_noise and _is_noise(name, value):
                 continue
             if count >= limit or remaining <= 0:
@@ -299,10 +302,6 @@ class Capturer:
             self.remaining -= 2
             items.append(self.value(item, depth + 1))
         more = total - len(items)
-        if qualname == "list":
-            if more:
-                items.append({"@more": more})
-            return items
         out: dict[str, Any] = {"@type": qualname, "@items": items}
         if more:
             out["@more"] = more
@@ -359,12 +358,17 @@ class Capturer:
 
 
 def _callable_name(value: Any) -> str:
-    if type(value) is types.MethodType:
+    """A function's or method's name from C getsets only. (A bound built-in method's __qualname__
+    would ask its receiver's class, and through it a metaclass, for its own __qualname__.)"""
+    cls = type(value)
+    if cls is types.MethodType:
         value = types.MethodType.__dict__["__func__"].__get__(value)
-        if type(value) is not types.FunctionType:
-            return "?"
-    # Every type reaching here is a C type whose name attributes are plain getsets.
-    name = getattr(value, "__qualname__", None)
+        cls = type(value)
+    if cls is types.FunctionType:
+        name = types.FunctionType.__dict__["__qualname__"].__get__(value)
+    else:
+        getter = vars(cls).get("__name__")
+        name = getter.__get__(value) if type(getter) is types.GetSetDescriptorType else None
     return name if type(name) is str else "?"
 
 
@@ -375,11 +379,13 @@ def _scalar_like(value: Any, cls: type, layout: sa.TypeLayout) -> dict[str, Any]
         return {"@type": "class", "@name": sa.qualified_name(value)}
     if kind == "module":
         namespace = sa.instance_dict(value) or {}
-        return {"@type": "module", "@name": namespace.get("__name__", "?")}
+        name = namespace.get("__name__")
+        return {"@type": "module", "@name": name if type(name) is str else "?"}
     if kind == "uuid":
         for name, member in layout.slots:
-            if name == "int":
-                h = f"{member.__get__(value, cls):032x}"
+            number = member.__get__(value, cls) if name == "int" else None
+            if type(number) is int:
+                h = f"{number:032x}"
                 return {"@type": layout.qualname, "@value": f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"}
     if kind == "enum":
         d = sa.instance_dict(value) or {}
@@ -388,23 +394,35 @@ def _scalar_like(value: Any, cls: type, layout: sa.TypeLayout) -> dict[str, Any]
     if kind == "timedelta":
         return {"@type": layout.qualname, "@value": datetime.timedelta.total_seconds(value)}
     if kind == "iso":
-        for iso in (datetime.datetime, datetime.date, datetime.time):
-            if any(k is iso for k in sa.mro(cls)):
-                return {"@type": layout.qualname, "@value": iso.isoformat(value)}
+        return {"@type": layout.qualname, "@value": _iso(value, cls)}
     if kind == "decimal":
+        return {"@type": layout.qualname, "@value": decimals.text(value)}
+    if kind == "number":
         for klass in sa.mro(cls):
-            if id(klass) in _DECIMAL_IDS:
-                decimal_type: Any = klass
-                return {"@type": layout.qualname, "@value": decimal_type.__str__(value)}
+            if klass is int or klass is float or klass is complex:
+                number_type: Any = klass
+                return {"@type": layout.qualname, "@value": number_type.__repr__(value)}
     return {"@type": layout.qualname}
 
 
-try:
-    import _decimal
-
-    _DECIMAL_IDS = frozenset({id(_decimal.Decimal)})
-except ImportError:  # pragma: no cover
-    _DECIMAL_IDS = frozenset()
+def _iso(value: Any, cls: type) -> str:
+    """ISO 8601 text of a date, datetime or time. An aware value whose tzinfo is application code is
+    written from its fields, with the tzinfo's type name: isoformat() would call its utcoffset()."""
+    mro = sa.mro(cls)
+    if any(k is datetime.datetime for k in mro):
+        base: Any = datetime.datetime
+    elif any(k is datetime.time for k in mro):
+        base = datetime.time
+    else:
+        return str(datetime.date.isoformat(value))
+    if sa.tz_trusted(value):
+        return str(base.isoformat(value))
+    field = {name: vars(base)[name].__get__(value) for name in ("hour", "minute", "second", "microsecond")}
+    text = f"{field['hour']:02d}:{field['minute']:02d}:{field['second']:02d}.{field['microsecond']:06d}"
+    if base is datetime.datetime:
+        text = f"{datetime.date.isoformat(value)}T{text}"
+    zone = base.__dict__["tzinfo"].__get__(value)
+    return f"{text} ({sa.type_name(zone)})"
 
 
 def _is_noise(name: str, value: Any) -> bool:

@@ -8,7 +8,7 @@ import os
 import sys
 import threading
 import types
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from types import CodeType, FunctionType
 
 from keyhole.agent import safe_access as sa
@@ -68,20 +68,47 @@ def trace_function_active() -> bool:
     return any(frame.f_trace is not None for frame in sys._current_frames().values())
 
 
-def functions_from(paths: set[str]) -> list[FunctionType]:
-    """Every function object whose code comes from one of `paths` (a scan of the garbage collector)."""
+# Generators and coroutines hold their frame here; by id, because the garbage collector hands over
+# every object in the process and comparing an application's class could run its metaclass.
+_FRAME_OF = {
+    id(types.GeneratorType): types.GeneratorType.__dict__["gi_frame"].__get__,
+    id(types.CoroutineType): types.CoroutineType.__dict__["cr_frame"].__get__,
+    id(types.AsyncGeneratorType): types.AsyncGeneratorType.__dict__["ag_frame"].__get__,
+}
+_RUNNING_OF = {
+    id(types.GeneratorType): types.GeneratorType.__dict__["gi_running"].__get__,
+    id(types.CoroutineType): types.CoroutineType.__dict__["cr_running"].__get__,
+    id(types.AsyncGeneratorType): types.AsyncGeneratorType.__dict__["ag_running"].__get__,
+}
+
+
+def scan_functions(
+    paths: set[str], suspended_in: Callable[[CodeType], bool] | None = None
+) -> tuple[list[FunctionType], int]:
+    """One scan of the garbage collector: every function whose code comes from one of `paths`, and
+    how many suspended generators or coroutines are paused in code that `suspended_in` accepts."""
     names: dict[str, bool] = {}
     found: list[FunctionType] = []
+    suspended = 0
     for obj in gc.get_objects():
-        if type(obj) is not FunctionType:
-            continue
-        filename = obj.__code__.co_filename
-        matched = names.get(filename)
-        if matched is None:
-            matched = names[filename] = normalize(filename) in paths
-        if matched:
-            found.append(obj)
-    return found
+        kind = id(type(obj))
+        if kind == id(FunctionType):
+            filename = obj.__code__.co_filename
+            matched = names.get(filename)
+            if matched is None:
+                matched = names[filename] = normalize(filename) in paths
+            if matched:
+                found.append(obj)
+        elif suspended_in is not None and kind in _FRAME_OF:
+            frame = _FRAME_OF[kind](obj)
+            if frame is not None and not _RUNNING_OF[kind](obj) and suspended_in(frame.f_code):
+                suspended += 1
+    return found, suspended
+
+
+def functions_from(paths: set[str]) -> list[FunctionType]:
+    """Every function object whose code comes from one of `paths` (a scan of the garbage collector)."""
+    return scan_functions(paths)[0]
 
 
 def codes_from(paths: set[str], roots: Iterable[CodeType]) -> list[CodeType]:

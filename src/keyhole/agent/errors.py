@@ -10,10 +10,6 @@ class AgentStateError(AgentError):
     """The agent was used out of order (started twice, used after stop)."""
 
 
-class ProbeInstallError(AgentError):
-    """A probe cannot be installed where it points (no such line, ambiguous file, ...)."""
-
-
 class EvalError(AgentError):
     """An expression failed at run time (missing name, bad key, an operation keyhole will not do)."""
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import ast
 import math
+import sys
 from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
+from keyhole.agent import decimals
 from keyhole.agent import safe_access as sa
 from keyhole.agent.errors import EvalError, RedactedRead, StepBudgetExceeded
 from keyhole.protocol.expression import DICT_METHODS, MAX_EXPONENT, MAX_REPEAT, STRING_METHODS, CheckedExpression
@@ -24,6 +26,35 @@ MAX_RESULT_ITEMS = 100_000
 _MISSING = sa.MISSING
 
 
+class _ApplicationMapping:
+    """Stands in for locals that are an application's own mapping (a class body whose metaclass has
+    __prepare__, code run by exec with a mapping): reading them would run that mapping's code."""
+
+    def get(self, name: str, default: Any = None) -> Any:
+        raise EvalError(
+            "this frame's locals are an application mapping (a class body or exec); keyhole does not read them"
+        )
+
+    def items(self) -> Any:
+        return ()
+
+
+OPAQUE_LOCALS = _ApplicationMapping()
+
+
+def _locals_type() -> type:
+    return type(sys._getframe().f_locals)  # dict, or 3.13's FrameLocalsProxy
+
+
+_LOCALS_TYPE_IDS = frozenset({id(dict), id(_locals_type())})
+
+
+def frame_locals_of(frame: FrameType) -> Any:
+    """The frame's locals if they are CPython's own (a dict or a FrameLocalsProxy), else a stand-in."""
+    local_vars = frame.f_locals
+    return local_vars if id(type(local_vars)) in _LOCALS_TYPE_IDS else OPAQUE_LOCALS
+
+
 class Scope:
     """What an expression can see: the frame's locals, then its globals. Lives for one probe hit."""
 
@@ -31,7 +62,7 @@ class Scope:
 
     def __init__(self, frame: FrameType, budget: int = EXPRESSION_STEP_BUDGET) -> None:
         self.frame = frame
-        self.locals: Any = frame.f_locals
+        self.locals: Any = frame_locals_of(frame)
         self.steps = 0
         self.budget = budget
 
@@ -85,8 +116,17 @@ def _bounded(value: Any, scope: Scope) -> Any:
     return value
 
 
+def _refuse_decimal(a: Any, b: Any) -> None:
+    if decimals.decimal_base(type(a)) is not None or decimals.decimal_base(type(b)) is not None:
+        raise EvalError(
+            "Decimal arithmetic reads and changes the thread's decimal context; compare Decimals, "
+            "or convert with float() first"
+        )
+
+
 def _numbers(a: Any, b: Any, op: str) -> None:
     if not (sa.is_number(a) and sa.is_number(b)):
+        _refuse_decimal(a, b)
         raise EvalError(
             f"'{op}' needs numbers here (got {sa.type_name(a)} and {sa.type_name(b)}); "
             "keyhole does not run application operators"
@@ -97,6 +137,7 @@ def _add(a: Any, b: Any, scope: Scope) -> Any:
     ta, tb = type(a), type(b)
     if sa.is_number(a) and sa.is_number(b):
         return a + b
+    _refuse_decimal(a, b)
     if ta is tb and id(ta) in sa.SEQUENCE_IDS:
         if len(a) + len(b) > MAX_RESULT_ITEMS:
             raise EvalError(f"result would hold more than {MAX_RESULT_ITEMS} items")
@@ -107,6 +148,7 @@ def _add(a: Any, b: Any, scope: Scope) -> Any:
 def _mul(a: Any, b: Any, scope: Scope) -> Any:
     if sa.is_number(a) and sa.is_number(b):
         return a * b
+    _refuse_decimal(a, b)
     seq, count = (a, b) if id(type(b)) in sa.INT_IDS else (b, a)
     if id(type(seq)) in sa.SEQUENCE_IDS and id(type(count)) in sa.INT_IDS:
         if count > MAX_REPEAT or len(seq) * max(count, 0) > MAX_RESULT_ITEMS:
@@ -169,27 +211,57 @@ _BINOPS: dict[type[ast.operator], Callable[[Any, Any, Scope], Any]] = {
 }
 
 
-def _compare(op: ast.cmpop, a: Any, b: Any, scope: Scope) -> bool:
-    if isinstance(op, ast.Is):
-        return a is b
-    if isinstance(op, ast.IsNot):
-        return a is not b
-    if isinstance(op, ast.Eq):
-        return sa.equals(a, b)
-    if isinstance(op, ast.NotEq):
-        return not sa.equals(a, b)
-    if isinstance(op, ast.In | ast.NotIn):
-        found, cost = sa.contains(b, a)
-        scope.charge(cost)
-        return found if isinstance(op, ast.In) else not found
-    symbol = {ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">="}[type(op)]
-    return sa.order(symbol, a, b)
+def _op_is(a: Any, b: Any, scope: Scope) -> bool:
+    return a is b
+
+
+def _op_is_not(a: Any, b: Any, scope: Scope) -> bool:
+    return a is not b
+
+
+def _op_eq(a: Any, b: Any, scope: Scope) -> bool:
+    return sa.equals(a, b)
+
+
+def _op_ne(a: Any, b: Any, scope: Scope) -> bool:
+    return not sa.equals(a, b)
+
+
+def _op_in(a: Any, b: Any, scope: Scope) -> bool:
+    if sa.builtin_base(type(b)) is not None:
+        scope.charge(sa.size(b) // 16 + 1)  # before the scan, not after
+    found, _ = sa.contains(b, a)
+    return found
+
+
+def _op_not_in(a: Any, b: Any, scope: Scope) -> bool:
+    return not _op_in(a, b, scope)
+
+
+def _ordering(symbol: str) -> Callable[[Any, Any, Scope], bool]:
+    def compare(a: Any, b: Any, scope: Scope) -> bool:
+        return sa.order(symbol, a, b)
+
+    return compare
+
+
+_COMPARISONS: dict[type[ast.cmpop], Callable[[Any, Any, Scope], bool]] = {
+    ast.Is: _op_is,
+    ast.IsNot: _op_is_not,
+    ast.Eq: _op_eq,
+    ast.NotEq: _op_ne,
+    ast.In: _op_in,
+    ast.NotIn: _op_not_in,
+    ast.Lt: _ordering("<"),
+    ast.LtE: _ordering("<="),
+    ast.Gt: _ordering(">"),
+    ast.GtE: _ordering(">="),
+}
 
 
 def _elements(value: Any, scope: Scope) -> list[Any]:
-    items = list(sa.iterate(value))
-    scope.charge(len(items) // 4 + 1)
-    return items
+    scope.charge(sa.size(value) // 4 + 1)  # before copying
+    return list(sa.iterate(value))
 
 
 def _minmax(name: str, args: list[Any], scope: Scope) -> Any:
@@ -248,18 +320,27 @@ def _convert(kind: type) -> Callable[[list[Any], Scope], Any]:
     def convert(args: list[Any], scope: Scope) -> Any:
         value = args[0]
         if kind is str:
+            shown = decimals.text(value)
+            if shown is not None:
+                return shown
             if not sa.is_plain(value, 0):
                 raise EvalError(
                     f"str() of a {sa.type_name(value)} would call its __str__; convert one of its fields instead"
                 )
             return sa.plain_str(value)
         if sa.is_text(value):
-            text = str.__str__(value) if sa.derives(value, str) else bytes(value)
+            # The string data itself: a subclass's __str__ or __bytes__ never runs.
+            text = str.__str__(value) if sa.derives(value, str) else bytes.__getitem__(value, slice(None))
             if len(text) > 4300:
                 raise EvalError(f"{kind.__name__}() of a string longer than 4300 characters")
             return kind(text)
         if sa.is_number(value):
             return kind(value)
+        if decimals.decimal_base(type(value)) is not None:
+            try:
+                return decimals.to_float(value) if kind is float else decimals.to_int(value)
+            except ArithmeticError as exc:  # the decimal module signals (a signalling NaN)
+                raise EvalError(f"{kind.__name__}() of {sa.describe(value)}: {type(exc).__name__}") from None
         raise EvalError(
             f"{kind.__name__}() of a {sa.type_name(value)} would call its conversion methods; "
             "convert one of its fields instead"
@@ -369,6 +450,8 @@ class _Compiler:
             obj = target(scope)
             key = key_fn(scope)
             check(key)
+            if sa.builtin_base(type(obj)) is dict:
+                scope.charge(sa.size(obj) // 16)  # the key check reads every key: charge first
             result = sa.get_item(obj, key)
             if type(key) is slice:
                 _bounded(result, scope)
@@ -431,16 +514,16 @@ class _Compiler:
 
     def c_Compare(self, node: ast.Compare) -> Node:
         left = self.node(node.left)
-        ops = list(zip(node.ops, [self.node(c) for c in node.comparators], strict=True))
+        ops = [(_COMPARISONS[type(op)], self.node(c)) for op, c in zip(node.ops, node.comparators, strict=True)]
         if len(ops) == 1:
-            ((op, right),) = ops
-            return lambda scope: _compare(op, left(scope), right(scope), scope)
+            ((compare, right),) = ops
+            return lambda scope: compare(left(scope), right(scope), scope)
 
         def chain(scope: Scope) -> bool:
             a = left(scope)
-            for op, fn in ops:
+            for compare, fn in ops:
                 b = fn(scope)
-                if not _compare(op, a, b, scope):
+                if not compare(a, b, scope):
                     return False
                 a = b
             return True
@@ -516,13 +599,10 @@ class _Compiler:
                         return values[1] if len(values) == 2 else None
                 if values:
                     raise EvalError(f".{method}() takes no arguments")
-                view = getattr(dict, method)(obj)
-                scope.charge(len(view) // 4 + 1)
-                items = list(view)
-                if method in ("keys", "items"):
-                    for key in dict.keys(obj):
-                        check(key)
-                return items
+                scope.charge(dict.__len__(obj) // 4 + 1)
+                for key in dict.keys(obj):  # values as well: a secret's value must not come out unnamed
+                    check(key)
+                return list(getattr(dict, method)(obj))
             if method == "count" and base in (list, tuple):
                 if len(values) != 1:
                     raise EvalError(".count() takes one argument")
@@ -536,13 +616,15 @@ class _Compiler:
         return call_method
 
 
-def is_finite_number(value: Any) -> bool:
-    """True for ints and finite floats: the values a metric can summarise."""
-    if id(type(value)) in sa.INT_IDS:
-        return True
-    if sa.is_number(value) and not sa.derives(value, complex):
-        try:
-            return math.isfinite(float(value))
-        except (OverflowError, ValueError, TypeError):
-            return False
-    return False
+def as_metric_value(value: Any) -> float | None:
+    """The float a metric summarises: from ints, floats and Decimals (by their text), finite only."""
+    try:
+        if sa.is_number(value) and not sa.derives(value, complex):
+            number = float(value)
+        elif decimals.decimal_base(type(value)) is not None:
+            number = decimals.to_float(value)
+        else:
+            return None
+    except (ArithmeticError, ValueError, TypeError):
+        return None
+    return number if math.isfinite(number) else None

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from keyhole.agent import decimals
 from keyhole.agent import safe_access as sa
 from keyhole.agent.capture import Capturer, LongText, NameFilter
 from keyhole.agent.errors import EvalError
 from keyhole.protocol.limits import CaptureLimits
+from keyhole.protocol.redaction import cut_text, redact_text
 
 INLINE_LIMITS = CaptureLimits(depth=2, items=10, string=255, fields=10, snapshot_bytes=2048)
-MAX_MESSAGE = 4096
 
 
 # Exact built-in scalars, by id (hashing a type could run its metaclass's __hash__).
@@ -25,10 +26,20 @@ _FAST_SPEC_IDS = frozenset({id(int), id(float), id(str)})
 def format_value(value: Any, spec: str, names: NameFilter) -> str:
     cls = type(value)
     if spec:
+        decimal_type = decimals.decimal_base(cls)
+        if decimal_type is not None:
+            try:
+                decimal_text: str = decimals.isolated(decimal_type.__format__, value, spec)
+            except (ValueError, TypeError, ArithmeticError) as exc:
+                raise EvalError(f"format spec {spec!r} does not fit a {sa.type_name(value)}: {exc}") from None
+            return decimal_text
         if id(cls) in _FAST_SPEC_IDS or (
             (sa.is_number(value) or sa.is_text(value)) and sa.dunder_is_c(cls, "__format__")
         ):
-            formatted: str = format(value, spec)
+            try:
+                formatted: str = format(value, spec)
+            except (ValueError, TypeError) as exc:
+                raise EvalError(f"format spec {spec!r} does not fit a {sa.type_name(value)}: {exc}") from None
             return formatted
         raise EvalError(f"format spec {spec!r} applies to numbers and strings only (got {sa.type_name(value)})")
     if cls is str:
@@ -41,17 +52,19 @@ def format_value(value: Any, spec: str, names: NameFilter) -> str:
         text: str = fast(value)
         return text
     if sa.is_plain(value, 0) and sa.builtin_base(cls) in (None, str, bytes):
-        try:
-            return sa.plain_str(value)
-        except EvalError:
-            pass
+        plain = sa.plain_str_or_none(value)
+        if plain is not None:
+            return plain
     return render_inline(Capturer(names, INLINE_LIMITS).value(value))
 
 
 def render_inline(value: Any, top: bool = True) -> str:
     """A captured value as one short line: Order(id=7, total=99.5), [1, 2], {'k': 'v'}."""
     if isinstance(value, LongText):
-        return (value.text if top else repr(value.text)) + "..."
+        # Redact before cutting (the agent's thread redacts the line again, and cannot see a secret
+        # this cut would split).
+        text = cut_text(redact_text(value.text)[0], value.limit) + "..."
+        return text if top else repr(text)
     if isinstance(value, str):
         return value if top else repr(value)
     if isinstance(value, list):

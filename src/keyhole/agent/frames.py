@@ -10,6 +10,7 @@ from types import FrameType
 from typing import Any
 
 from keyhole.agent.capture import Capturer
+from keyhole.agent.evaluator import OPAQUE_LOCALS, frame_locals_of
 
 
 def frame_summary(frame: FrameType) -> dict[str, Any]:
@@ -19,10 +20,13 @@ def frame_summary(frame: FrameType) -> dict[str, Any]:
 
 def frame_locals(frame: FrameType, capturer: Capturer, local_vars: Any = None) -> dict[str, Any]:
     """The frame's local variables, captured; a module-level frame shows its data, not its imports."""
-    module_level = frame.f_code.co_name == "<module>"
     if local_vars is None:
-        local_vars = frame.f_locals
-    return capturer.fields(local_vars.items(), 0, skip_module_noise=module_level, identifiers=not module_level)
+        local_vars = frame_locals_of(frame)
+    if local_vars is OPAQUE_LOCALS:
+        return {"@error": "these locals are an application mapping (a class body or exec): not read"}
+    module_level = frame.f_code.co_name == "<module>"
+    optimized = bool(frame.f_code.co_flags & 0x0001)  # a function's locals: names are identifiers
+    return capturer.fields(local_vars.items(), 0, skip_module_noise=module_level, identifiers=optimized)
 
 
 # A captured frame: (file, line, function) or (file, line, function, locals). Tuples are cheaper to

@@ -1,11 +1,12 @@
 """Installing probes in modules imported after the probe was set.
 
-While probes wait for a module, a finder sits first on sys.meta_path. For an import whose module
+A finder sits first on sys.meta_path. For an import whose module
 name could hold a waiting probe (its last part is the file's name), it asks the other finders for the
 spec, exactly as the import system would, and wraps that one loader's get_code: the code object is
 instrumented after it is compiled and before it runs, so module-level lines and functions defined at
-import are covered. The wrapper removes itself on first use. The finder leaves sys.meta_path when
-nothing waits any more.
+import are covered. The wrapper removes itself on first use. The finder stays first on
+sys.meta_path from the agent's start to its stop, and does nothing while no probe waits: changing
+sys.meta_path while another thread walks it could make that import skip a finder.
 """
 
 from __future__ import annotations
@@ -62,6 +63,9 @@ class ImportWatcher(importlib.abc.MetaPathFinder):
         on_code = self._on_code
 
         def get_code(name: str) -> CodeType | None:
+            if name != fullname:  # a loader shared by several modules (a zip file): not this one
+                other: CodeType | None = original(loader, name)
+                return other
             try:
                 del loader.get_code
             except AttributeError:

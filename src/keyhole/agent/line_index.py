@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import dis
 import os
-import sys
 import tokenize
 from collections.abc import Iterator
 from dataclasses import dataclass
 from types import CodeType
+
+from keyhole.protocol.quiet_compile import compile_source
 
 CO_OPTIMIZED = 0x0001  # set on function bodies, not on module or class bodies
 
@@ -94,7 +95,7 @@ def index_source(path: str) -> FileIndex | None:
             return cached[1]
         with tokenize.open(path) as handle:
             source = handle.read()
-        code = compile(source, path, "exec", dont_inherit=True, optimize=sys.flags.optimize)
+        code = compile_source(source)
     except (OSError, SyntaxError, ValueError, UnicodeDecodeError):
         return None
     index = FileIndex(code)

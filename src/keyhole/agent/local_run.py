@@ -1,9 +1,9 @@
 """`keyhole run`, inside the program: start an agent from the environment the CLI prepared.
 
 The CLI validated the probe file, wrote it as JSON into KEYHOLE_RUN_SPEC and put the bootstrap
-directory (holding only a sitecustomize module) in front of PYTHONPATH. Here, at interpreter start,
-the environment is put back exactly as the program would have seen it without keyhole (so its own
-child processes are not probed), and the agent starts with the probes.
+directory (holding only a sitecustomize module) in front of PYTHONPATH. At interpreter start the
+bootstrap puts the environment back exactly as the program would have seen it without keyhole (so
+its own child processes are not probed), then calls start_from_spec.
 """
 
 from __future__ import annotations
@@ -20,24 +20,11 @@ from keyhole.protocol.errors import SpecError
 from keyhole.protocol.events import format_timestamp
 from keyhole.protocol.probe_spec import parse_probe_file_data
 
+# Set by the CLI, read and removed by bootstrap/sitecustomize.py (which cannot import this module
+# before it has put the environment back).
 ENV_SPEC = "KEYHOLE_RUN_SPEC"
 ENV_PYTHONPATH = "KEYHOLE_RUN_PYTHONPATH"  # the program's own PYTHONPATH; unset means it had none
 ENV_BOOTSTRAP = "KEYHOLE_RUN_BOOTSTRAP"
-_UNSET = "\x00unset"
-
-
-def restore_environment() -> tuple[str | None, str | None]:
-    """Remove keyhole's variables and put PYTHONPATH back; return (spec json, bootstrap dir)."""
-    spec = os.environ.pop(ENV_SPEC, None)
-    bootstrap = os.environ.pop(ENV_BOOTSTRAP, None)
-    original = os.environ.pop(ENV_PYTHONPATH, _UNSET)
-    if original == _UNSET:
-        os.environ.pop("PYTHONPATH", None)
-    else:
-        os.environ["PYTHONPATH"] = original
-    if bootstrap:
-        sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != bootstrap]
-    return spec, bootstrap
 
 
 def _report(out: str, message: str) -> None:
@@ -60,10 +47,8 @@ def _report(out: str, message: str) -> None:
         pass
 
 
-def start_from_environment() -> Agent | None:
-    spec_json, _ = restore_environment()
-    if not spec_json:
-        return None
+def start_from_spec(spec_json: str) -> Agent | None:
+    """Start the agent with the probe file the CLI validated (as JSON)."""
     try:
         config: dict[str, Any] = json.loads(spec_json)
     except ValueError:

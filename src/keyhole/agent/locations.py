@@ -47,12 +47,18 @@ class ModuleBeingImported:
 Original = Callable[[CodeType], CodeType]
 
 
-def _live_codes(path: str, original: Original, module: ModuleBeingImported | None) -> list[CodeType]:
+def _live_codes(path: str, original: Original, module: ModuleBeingImported | None) -> tuple[list[CodeType], set[int]]:
+    """The file's code objects that exist now, and the ids of those reachable from a function (code
+    swapping on 3.11 can reach those: functions run them again; a running module body it cannot)."""
     if module is not None and module.path == path:
-        return codes_from({path}, [module.code])
-    roots = [original(f.__code__) for f in functions_from({path})]
-    roots.extend(original(c) for c in running_codes() if normalize(c.co_filename) == path)
-    return codes_from({path}, roots)
+        codes = codes_from({path}, [module.code])
+        return codes, {id(c) for c in codes}
+    # Only real functions: since 3.11 CPython also wraps a module body being run in a function object,
+    # which nothing calls again.
+    function_roots = [original(f.__code__) for f in functions_from({path}) if is_function_code(f.__code__)]
+    from_functions = codes_from({path}, function_roots)
+    running = [original(c) for c in running_codes() if normalize(c.co_filename) == path]
+    return codes_from({path}, [*function_roots, *running]), {id(c) for c in from_functions}
 
 
 def _find_path(spec_file: str, module: ModuleBeingImported | None) -> Resolution | str:
@@ -90,7 +96,7 @@ def resolve_line(
     if is_keyhole_file(path):
         return Resolution(ERROR, "keyhole does not probe its own code", path)
     index = FileIndex(module.code) if module is not None and module.path == path else index_source(path)
-    live = _live_codes(path, original, module)
+    live, reachable = _live_codes(path, original, module)
     if index is None:
         # No readable source: what is loaded is all we know.
         all_lines = frozenset().union(*(own_lines(c) for c in live)) if live else frozenset()
@@ -110,7 +116,7 @@ def resolve_line(
     keys = {o.key for o in owners}
     targets = [c for c in live if code_key(c) in keys and line in own_lines(c)]
     if not live_frames:
-        targets = [c for c in targets if is_function_code(c) or module is not None]
+        targets = [c for c in targets if id(c) in reachable]
     if targets:
         return Resolution(INSTALL, path=path, targets=targets)
     if any(not o.is_function for o in owners):
@@ -151,7 +157,7 @@ def resolve_function(
         path = normalize(filename)
     if is_keyhole_file(path):
         return Resolution(ERROR, "keyhole does not probe its own code", path)
-    live = _live_codes(path, original, module)
+    live, _ = _live_codes(path, original, module)
     targets = [c for c in live if c.co_qualname == qualname and is_function_code(c)]
     if targets:
         return Resolution(INSTALL, path=path, targets=targets)

@@ -1,4 +1,5 @@
-"""A metric probe's aggregate: exact count, sum, min and max, and percentiles from a reservoir sample."""
+"""A metric probe's aggregate of values: exact count, sum, min and max, and percentiles from a
+reservoir sample. (Plain hit counts need none of this: they are itertools.count objects.)"""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ RESERVOIR = 1024
 class MetricAggregate:
     """Accumulates one report interval; `take()` returns the report and starts the next interval."""
 
-    __slots__ = ("_lock", "_random", "count", "maximum", "minimum", "sample", "seen", "total")
+    __slots__ = ("_lock", "_random", "maximum", "minimum", "sample", "seen", "total")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -20,20 +21,14 @@ class MetricAggregate:
         self._clear()
 
     def _clear(self) -> None:
-        self.count = 0
         self.seen = 0
         self.total = 0.0
         self.minimum: float | None = None
         self.maximum: float | None = None
         self.sample: list[float] = []
 
-    def hit(self) -> None:
-        with self._lock:
-            self.count += 1
-
     def add(self, value: float) -> None:
         with self._lock:
-            self.count += 1
             self.seen += 1
             self.total += value
             if self.minimum is None or value < self.minimum:
@@ -49,14 +44,13 @@ class MetricAggregate:
 
     def take(self) -> dict[str, Any]:
         with self._lock:
-            count, seen, total = self.count, self.seen, self.total
+            seen, total = self.seen, self.total
             minimum, maximum, sample = self.minimum, self.maximum, self.sample
             self._clear()
-        report: dict[str, Any] = {"count": count}
+        report: dict[str, Any] = {"count": seen}
         if seen:
             sample.sort()
             report.update(
-                values=seen,
                 sum=total,
                 min=minimum,
                 max=maximum,

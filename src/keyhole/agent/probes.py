@@ -1,9 +1,10 @@
 """Probes as they run: what happens on the application's thread when a probed line or function is hit.
 
-The order of work on every hit is the point of this module. First the "drop" decision, which reads
-a few attributes and one clock and touches nothing else (disabled? rate limiter says not yet?); then
-the condition; then admission (expiry, rate, hit limit, process capture rate); only then capture,
-into plain values. Encoding, redaction by value and writing happen on the agent's own thread.
+The order of work on every hit is the point of this module. First the "drop" decision: one clock
+read and one comparison (the rate limiter's next allowed time, which is +inf once the probe is
+disabled), touching nothing else. Then the condition; then admission (expiry, rate, hit limit,
+process capture rate); only then capture, into plain values. Encoding, redaction by value and
+writing happen on the agent's own thread.
 
 Counters that must be exact under threads (hits, admitted events, metric counts) are
 itertools.count objects: next() on one is a single C call, so no lock is needed.
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import ast
 import itertools
-import math
 import sys
 import threading
 import time
@@ -26,10 +26,10 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from keyhole.agent import safe_access as sa
-from keyhole.agent.capture import Capturer, NameFilter
+from keyhole.agent.capture import TEXT_MARGIN, Capturer, NameFilter
 from keyhole.agent.errors import EvalError, StepBudgetExceeded
-from keyhole.agent.evaluator import CompiledExpression, Scope, compile_expression, is_finite_number
-from keyhole.agent.formatting import MAX_MESSAGE, format_value
+from keyhole.agent.evaluator import CompiledExpression, Scope, as_metric_value, compile_expression
+from keyhole.agent.formatting import format_value
 from keyhole.agent.frames import capture_stack, frame_locals
 from keyhole.agent.metrics import MetricAggregate
 from keyhole.agent.rate_limit import ByteBudget, RateLimiter
@@ -37,7 +37,12 @@ from keyhole.agent.sites import AgentThread
 from keyhole.protocol import events as ev
 from keyhole.protocol.durations import format_duration
 from keyhole.protocol.expression import TemplateField
-from keyhole.protocol.limits import EXPRESSION_ERRORS_BEFORE_DISABLE, LOG_BYTES_PER_SECOND, CaptureLimits
+from keyhole.protocol.limits import (
+    EXPRESSION_ERRORS_BEFORE_DISABLE,
+    LOG_BYTES_PER_SECOND,
+    MAX_MESSAGE,
+    CaptureLimits,
+)
 from keyhole.protocol.probe_spec import ProbeSpec
 from keyhole.protocol.redaction import RedactionRules
 
@@ -49,14 +54,21 @@ _getframe = sys._getframe
 _ident = threading.get_ident
 _truth = sa.truth
 _MISSING = sa.MISSING
+_traceback_of = BaseException.__dict__["__traceback__"].__get__
 MAX_OPEN_CALLS = 10_000
-NOT_ADMITTED = 0
+# A log line is cut on the hit with this much to spare; the agent's thread redacts, then cuts to
+# MAX_MESSAGE, so a secret that crosses the final cut is still recognised whole.
+_MESSAGE_KEEP = MAX_MESSAGE + TEXT_MARGIN
 
 
 def counter_value(counter: itertools.count[int]) -> int:
     """How many times next() was called on an itertools.count() started at 0."""
     text = repr(counter)  # "count(N)"
     return int(text[6:-1])
+
+
+def _on_agent_thread() -> bool:
+    return AgentThread.busy and _ident() == AgentThread.ident
 
 
 class Probe:
@@ -70,18 +82,17 @@ class Probe:
         self.id = spec.id
         self.runtime = runtime
         self._enabled = True
+        self._reported = False
         self.installed = False
         self.expires = _clock() + spec.ttl
-        # The rate limit (GCRA, see rate_limit.py) lives on the probe: a hit reads one attribute to
-        # decide "drop". A disabled probe's allow_at is +inf, so the same test drops its hits too.
-        self.allow_at = -math.inf
-        self._tat = 0.0
-        self._interval = 1.0 / spec.rate if spec.rate is not None else 0.0
-        self._tolerance = self._interval * (max(1.0, spec.rate) - 1.0) if spec.rate is not None else 0.0
+        self.limiter = RateLimiter(spec.rate)
         self.max_hits = spec.max_hits
         self._hits = itertools.count()
         self._admitted = itertools.count()
-        self.suppressed = 0
+        self._hits_base = 0
+        self._admitted_base = 0
+        self.suppressed = 0  # dropped before counting as a hit: rate limited, or disabled
+        self.limited = 0  # counted as a hit, then dropped: process capture rate, log bytes per second
         self.errors = 0
         self.consecutive_errors = 0
         self.cost = 0.0  # seconds measured on application threads (admitted and evaluated hits)
@@ -89,9 +100,13 @@ class Probe:
         self._error_limiter = RateLimiter(1.0)
         self._suppressed_errors = 0
         self._lock = threading.Lock()
-        self.names = NameFilter(runtime.rules, spec.reveal)
         self.limits: CaptureLimits = runtime.limits
-        self.condition = self._compile(spec.checked_condition, runtime.rules)
+        self.set_rules(runtime.rules)
+
+    def set_rules(self, rules: RedactionRules) -> None:
+        """(Re)compile for these redaction rules: capture and the expressions' key checks both use them."""
+        self.names = NameFilter(rules, self.spec.reveal)
+        self.condition = self._compile(self.spec.checked_condition, rules)
 
     def _compile(self, checked: Any, rules: RedactionRules) -> CompiledExpression | None:
         return compile_expression(checked, rules, self.spec.reveal) if checked is not None else None
@@ -105,29 +120,31 @@ class Probe:
     def enabled(self, value: bool) -> None:
         self._enabled = value
         if not value:
-            self.allow_at = math.inf  # every later hit is dropped by the first test on the hit path
+            self.limiter.close()  # every later hit is dropped by the first test on the hit path
 
     @property
     def hits(self) -> int:
-        # Hits dropped by the rate limiter (or after disabling) are counted in `suppressed` only.
-        return counter_value(self._hits) + self.suppressed
+        return counter_value(self._hits) - self._hits_base + self.suppressed
 
     @property
     def admitted(self) -> int:
-        return counter_value(self._admitted)
-
-    def set_rules(self, rules: RedactionRules) -> None:
-        self.names = NameFilter(rules, self.spec.reveal)
+        return counter_value(self._admitted) - self._admitted_base
 
     def reset_after_fork(self) -> None:
+        """A forked child counts from zero: its own hits, limits and cost."""
         self._lock = threading.Lock()
-        self._error_limiter.reset_after_fork()
+        self._hits_base = counter_value(self._hits)
+        self._admitted_base = counter_value(self._admitted)
+        self.suppressed = self.limited = self.errors = self.consecutive_errors = 0
+        self.cost = self.ship_cost = 0.0
 
     def disable(self, reason: str) -> None:
+        """Stop the probe, report why, and have its instrumentation removed: once, whatever the cause."""
         with self._lock:
-            if not self.enabled:
+            if self._reported:
                 return
-            self.enabled = False
+            self._reported = True
+        self.enabled = False
         self.runtime.probe_disabled(self, reason)
 
     def expire(self) -> None:
@@ -137,7 +154,7 @@ class Probe:
         return {
             "hits": self.hits,
             "emitted": self.admitted,
-            "suppressed": self.suppressed,
+            "suppressed": self.suppressed + self.limited,
             "errors": self.errors,
             "cpu_ms": round((self.cost + self.ship_cost + self.hits * self.runtime.hit_overhead) * 1000, 3),
         }
@@ -148,36 +165,32 @@ class Probe:
 
         0: no. n > 0: yes, the n-th event. -n: yes, the n-th and last one the hit limit allows.
         """
+        if not self._enabled:
+            return 0
         if now >= self.expires:
             self.expire()
-            return NOT_ADMITTED
-        if AgentThread.busy and _ident() == AgentThread.ident:
-            return NOT_ADMITTED  # the agent's own work never feeds its probes
-        if self._interval:
-            if now < self.allow_at:
-                self.suppressed += 1
-                return NOT_ADMITTED
-            tat = self._tat
-            tat = (tat if tat > now else now) + self._interval
-            self._tat = tat
-            self.allow_at = tat - self._tolerance
+            return 0
+        if _on_agent_thread():
+            return 0  # the agent's own work never feeds its probes
+        if not self.limiter.try_acquire(now):
+            self.limited += 1
+            return 0
         if self.captures and not self.runtime.capture_limiter.try_acquire(now):
-            self.suppressed += 1
-            return NOT_ADMITTED
-        n = next(self._admitted) + 1
+            self.limited += 1
+            return 0
+        n = next(self._admitted) + 1 - self._admitted_base
         max_hits = self.max_hits
         if max_hits is not None:
             if n > max_hits:
-                return NOT_ADMITTED
+                return 0
             if n == max_hits:
-                self.enabled = False
+                self.enabled = False  # no more hits; disable() reports once the event is out
                 return -n
         return n
 
     def _after_emit(self, admitted: int) -> None:
         if admitted < 0:
-            self.enabled = False
-            self.runtime.probe_disabled(self, f"hit limit reached ({self.max_hits} events)")
+            self.disable(f"hit limit reached ({self.max_hits} events)")
 
     def _failed(self, exc: Exception, now: float) -> None:
         if isinstance(exc, StepBudgetExceeded):
@@ -215,22 +228,23 @@ class LineProbe(Probe):
 
     def on_line(self) -> None:
         now = _clock()
-        if now < self.allow_at:  # rate limited, or disabled
+        if now < self.limiter.allow_at:  # rate limited, or disabled
             self.suppressed += 1
             return
         next(self._hits)
         try:
             frame = _getframe(2)  # the application's frame: see LineSite
-            scope = Scope(frame)
+            scope = None
             condition = self.condition
             if condition is not None:
+                scope = Scope(frame)
                 if not _truth(condition.evaluate(scope)):
                     self.consecutive_errors = 0
                     return
                 self.consecutive_errors = 0
             admitted = self._admit(now)
             if admitted:
-                self.emit(frame, scope, now, admitted)
+                self.emit(frame, scope if scope is not None else Scope(frame), now, admitted)
         except Exception as exc:
             self._failed(exc, now)
         finally:
@@ -244,9 +258,9 @@ class SnapshotProbe(LineProbe):
     kind = ev.SNAPSHOT
     captures = True
 
-    def __init__(self, spec: ProbeSpec, runtime: Runtime) -> None:
-        super().__init__(spec, runtime)
-        self.watch = tuple(compile_expression(w, runtime.rules, spec.reveal) for w in spec.checked_watch)
+    def set_rules(self, rules: RedactionRules) -> None:
+        super().set_rules(rules)
+        self.watch = tuple(compile_expression(w, rules, self.spec.reveal) for w in self.spec.checked_watch)
 
     def emit(self, frame: FrameType, scope: Scope, now: float, admitted: int) -> None:
         capturer = self._capturer()
@@ -272,25 +286,25 @@ class LogProbe(LineProbe):
 
     def __init__(self, spec: ProbeSpec, runtime: Runtime) -> None:
         super().__init__(spec, runtime)
+        self.bytes = ByteBudget(LOG_BYTES_PER_SECOND)
+
+    def set_rules(self, rules: RedactionRules) -> None:
+        super().set_rules(rules)
         # (literal text before the field, local name for the fast path or None, expression, format spec)
-        segments: list[tuple[str, str | None, CompiledExpression | None, str]] = []
+        segments: list[tuple[str, str | None, CompiledExpression, str]] = []
         literal = ""
-        for part in spec.checked_template:
+        for part in self.spec.checked_template:
             if isinstance(part, TemplateField):
                 body = part.expression.body
                 name = body.id if isinstance(body, ast.Name) and not part.format_spec else None
-                expression = compile_expression(part.expression, runtime.rules, spec.reveal)
-                segments.append((literal, name, expression, part.format_spec))
+                segments.append(
+                    (literal, name, compile_expression(part.expression, rules, self.spec.reveal), part.format_spec)
+                )
                 literal = ""
             else:
                 literal += part
         self.segments = tuple(segments)
         self.tail = literal
-        self.bytes = ByteBudget(LOG_BYTES_PER_SECOND)
-
-    def reset_after_fork(self) -> None:
-        super().reset_after_fork()
-        self.bytes.reset_after_fork()
 
     def emit(self, frame: FrameType, scope: Scope, now: float, admitted: int) -> None:
         out: list[str] = []
@@ -306,14 +320,15 @@ class LogProbe(LineProbe):
                 if value is not _MISSING:
                     cls = type(value)
                     if cls is str:
-                        out.append(value)
+                        out.append(value if len(value) <= _MESSAGE_KEEP else value[:_MESSAGE_KEEP])
                     elif cls is int:
                         out.append(int.__repr__(value))
                     else:
                         out.append(format_value(value, "", names))
                     continue
             try:
-                out.append(format_value(expression.evaluate(scope), spec, names))  # type: ignore[union-attr]
+                text = format_value(expression.evaluate(scope), spec, names)
+                out.append(text if len(text) <= _MESSAGE_KEEP else text[:_MESSAGE_KEEP])
             except StepBudgetExceeded:
                 raise
             except EvalError as exc:
@@ -322,22 +337,13 @@ class LogProbe(LineProbe):
         if self.tail:
             out.append(self.tail)
         message = "".join(out)
-        if len(message) > MAX_MESSAGE:
-            message = message[:MAX_MESSAGE]
-        budget = self.bytes  # ByteBudget.take, inlined
-        available = budget.available + (now - budget._last) * budget.per_second if budget._last else budget.available
-        if available > budget.capacity:  # noqa: PLR1730 - min() is a call, this is the hot path
-            available = budget.capacity
-        budget._last = now
-        size = len(message)
-        if size <= available:
-            budget.available = available - size
+        if len(message) > _MESSAGE_KEEP:
+            message = message[:_MESSAGE_KEEP]
+        if self.bytes.take(now, min(len(message), MAX_MESSAGE)):
             self.runtime.emit({"probe": self.id, "kind": "log", "ts": now, "thread": _ident(), "message": message})
         else:
-            budget.available = available
-            self.suppressed += 1
-        if admitted < 0:
-            self._after_emit(admitted)
+            self.limited += 1
+        self._after_emit(admitted)
         if error is not None:
             self._failed(error, now)
         elif self.consecutive_errors:
@@ -349,45 +355,54 @@ class MetricProbe(LineProbe):
 
     def __init__(self, spec: ProbeSpec, runtime: Runtime) -> None:
         super().__init__(spec, runtime)
-        self.value = self._compile(spec.checked_value, runtime.rules)
         self.aggregate = MetricAggregate()
         self.started = _clock()
+        self._passed = itertools.count()  # hits that met the condition (no value to summarise)
+        self._reported_count = 0
         # A plain hit counter needs nothing from the frame: the hit is the count.
         self.counter_only = self.condition is None and self.value is None and self.max_hits is None
         if self.counter_only:
             self.counter = self._hits.__next__
-        self._reported_hits = 0
+
+    def set_rules(self, rules: RedactionRules) -> None:
+        super().set_rules(rules)
+        self.value = self._compile(self.spec.checked_value, rules)
 
     def reset_after_fork(self) -> None:
         super().reset_after_fork()
         self.aggregate.reset_after_fork()
         self.started = _clock()
+        self._reported_count = self._count()
+
+    def _count(self) -> int:
+        return counter_value(self._hits if self.counter_only else self._passed)
 
     def on_line(self) -> None:
         now = _clock()
-        if now < self.allow_at:  # disabled
+        if now < self.limiter.allow_at:  # disabled
             self.suppressed += 1
             return
         next(self._hits)
+        if _on_agent_thread():
+            return
         try:
-            scope = Scope(_getframe(2))
-            condition = self.condition
-            if condition is not None and not _truth(condition.evaluate(scope)):
+            scope = Scope(_getframe(2)) if self.condition is not None or self.value is not None else None
+            if self.condition is not None and not _truth(self.condition.evaluate(scope)):  # type: ignore[arg-type]
                 self.consecutive_errors = 0
                 return
-            if self.max_hits is not None:
-                admitted = self._admit(now)
-                if not admitted:
-                    return
-                self._after_emit(admitted)
+            admitted = self._admit(now) if self.max_hits is not None else 1
+            if not admitted:
+                return
             if self.value is None:
-                self.aggregate.hit()
+                next(self._passed)
             else:
-                value = self.value.evaluate(scope)
-                if not is_finite_number(value):
+                value = self.value.evaluate(scope)  # type: ignore[arg-type]
+                number = as_metric_value(value)
+                if number is None:
                     raise EvalError(f"metric value must be a finite number (got {sa.type_name(value)})")
-                self.aggregate.add(float(value))
+                self.aggregate.add(number)
             self.consecutive_errors = 0
+            self._after_emit(admitted)
         except Exception as exc:
             self._failed(exc, now)
         finally:
@@ -396,11 +411,12 @@ class MetricProbe(LineProbe):
     def report(self, final: bool = False) -> dict[str, Any] | None:
         """The interval's aggregate as an event, or None when nothing was hit (except the final report)."""
         now = _clock()
-        data = self.aggregate.take()
-        if self.counter_only:
-            hits = self.hits
-            data["count"] = hits - self._reported_hits
-            self._reported_hits = hits
+        if self.value is not None:
+            data = self.aggregate.take()
+        else:
+            total = self._count()
+            data = {"count": total - self._reported_count}
+            self._reported_count = total
         if not data["count"] and not final:
             return None
         event = self._event(ev.METRIC, now)
@@ -420,7 +436,12 @@ class FunctionProbe(Probe):
 
     def __init__(self, spec: ProbeSpec, runtime: Runtime) -> None:
         super().__init__(spec, runtime)
-        self._calls: dict[int, tuple[int, float]] = {}
+        # id(frame) -> (call number, start time, code): the code guards against a reused frame address
+        self._calls: dict[int, tuple[int, float, Any]] = {}
+
+    @property
+    def open_calls(self) -> int:
+        return len(self._calls)
 
     def reset_after_fork(self) -> None:
         super().reset_after_fork()
@@ -428,14 +449,17 @@ class FunctionProbe(Probe):
 
     def on_enter(self, frame: FrameType) -> None:
         now = _clock()
-        if now < self.allow_at:  # rate limited, or disabled
+        if now < self.limiter.allow_at:  # rate limited, or disabled
             self.suppressed += 1
             return
         next(self._hits)
         try:
+            local_vars = None
             condition = self.condition
             if condition is not None:
-                if not _truth(condition.evaluate(Scope(frame))):
+                scope = Scope(frame)
+                local_vars = scope.locals
+                if not _truth(condition.evaluate(scope)):
                     self.consecutive_errors = 0
                     return
                 self.consecutive_errors = 0
@@ -443,17 +467,18 @@ class FunctionProbe(Probe):
             if not admitted:
                 return
             call = abs(admitted)
-            if len(self._calls) < MAX_OPEN_CALLS:
-                self._calls[id(frame)] = (call, now)
             code = frame.f_code
+            if len(self._calls) < MAX_OPEN_CALLS:
+                self._calls[id(frame)] = (call, now, code)
             flags = code.co_flags
             nargs = code.co_argcount + code.co_kwonlyargcount + bool(flags & 0x04) + bool(flags & 0x08)
-            local_vars = frame.f_locals
+            if local_vars is None:
+                local_vars = frame.f_locals
             event = self._event(ev.FUNCTION, now)
             event["phase"] = "entry"
             event["call"] = call
             event["args"] = self._capturer().fields(
-                ((n, local_vars[n]) for n in code.co_varnames[:nargs] if n in local_vars), 0
+                ((n, local_vars[n]) for n in code.co_varnames[:nargs] if n in local_vars), 0, identifiers=True
             )
             self.runtime.emit(event)
             self._after_emit(admitted)
@@ -464,11 +489,11 @@ class FunctionProbe(Probe):
 
     def _exit(self, frame: FrameType, phase: str, value: Any) -> None:
         entry = self._calls.pop(id(frame), None)
-        if entry is None:
+        if entry is None or entry[2] is not frame.f_code:
             return
         now = _clock()
         try:
-            call, began = entry
+            call, began, _ = entry
             event = self._event(ev.FUNCTION, now)
             event["phase"] = phase
             event["call"] = call
@@ -505,7 +530,7 @@ class ExceptionProbe(Probe):
 
     def on_unwind(self, frame: FrameType, exc: BaseException) -> None:
         now = _clock()
-        if now < self.allow_at:  # rate limited, or disabled
+        if now < self.limiter.allow_at:  # rate limited, or disabled
             self.suppressed += 1
             return
         next(self._hits)
@@ -522,7 +547,7 @@ class ExceptionProbe(Probe):
             event = self._event(ev.EXCEPTION, now)
             event["exception"] = capturer.value(exc)
             chain: list[tuple[FrameType, int]] = []
-            tb = exc.__traceback__
+            tb = _traceback_of(exc)  # exc.__traceback__ without the exception class's attribute hooks
             while tb is not None:
                 chain.append((tb.tb_frame, tb.tb_lineno))
                 tb = tb.tb_next

@@ -5,18 +5,23 @@ admitted. A hit before that time is dropped without touching anything else; a hi
 time forward. Up to `burst` events may pass at once after a quiet period.
 
 No locks: these are soft limits. Two threads admitted at the same instant can let one extra event
-through, which a rate cap tolerates; exact counts (hit limits) use itertools.count instead.
+through, which a rate cap tolerates; exact counts (hit limits) use itertools.count instead. Having
+no lock also means nothing to repair in a forked child.
 """
 
 from __future__ import annotations
 
+import math
+
 
 class RateLimiter:
+    """`rate=None` admits everything (until close()); the hot path reads `allow_at` only."""
+
     __slots__ = ("_tat", "allow_at", "interval", "tolerance")
 
-    def __init__(self, rate: float, burst: float | None = None) -> None:
-        self.interval = 1.0 / rate
-        size = max(1.0, rate if burst is None else burst)
+    def __init__(self, rate: float | None, burst: float | None = None) -> None:
+        self.interval = 1.0 / rate if rate is not None else 0.0
+        size = max(1.0, (rate or 1.0) if burst is None else burst)
         self.tolerance = self.interval * (size - 1.0)
         self._tat = 0.0
         self.allow_at = 0.0
@@ -31,8 +36,9 @@ class RateLimiter:
         self.allow_at = tat - self.tolerance
         return True
 
-    def reset_after_fork(self) -> None:
-        """Nothing to reset: no lock to inherit in a locked state."""
+    def close(self) -> None:
+        """Admit nothing from now on: every test of allow_at fails."""
+        self.allow_at = math.inf
 
 
 class ByteBudget:
@@ -49,14 +55,10 @@ class ByteBudget:
     def take(self, now: float, size: int) -> bool:
         available = self.available
         if self._last:
-            available += (now - self._last) * self.per_second
-            available = min(available, self.capacity)
+            available = min(self.capacity, available + (now - self._last) * self.per_second)
         self._last = now
         if size > available:
             self.available = available
             return False
         self.available = available - size
         return True
-
-    def reset_after_fork(self) -> None:
-        """Nothing to reset."""

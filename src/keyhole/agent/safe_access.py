@@ -18,10 +18,15 @@ from __future__ import annotations
 import builtins
 import collections
 import datetime
+import functools
+import operator
+import sys
 import types
+import weakref
 from collections.abc import Iterable, Iterator
 from typing import Any, Final
 
+from keyhole.agent.decimals import DECIMAL_TYPES, decimal_base, isolated
 from keyhole.agent.errors import EvalError
 
 MISSING: Final = object()
@@ -40,14 +45,9 @@ _MEMBER = types.MemberDescriptorType
 _TUPLEGETTER = type(collections.namedtuple("_P", "x").__dict__["x"])
 _NONE_TYPE = type(None)
 
-try:  # the C implementation; the pure-Python fallback is handled like any other class
-    import _decimal
-
-    _DECIMAL_TYPES: tuple[type, ...] = (_decimal.Decimal,)
-except ImportError:  # pragma: no cover - CPython always builds _decimal
-    _DECIMAL_TYPES = ()
-
-# Scalars whose comparison, hashing and truth are C code with no hooks.
+# Scalars whose comparison, hashing and truth are C code with no hooks. (datetime and time are not
+# here: an aware one calls its tzinfo's utcoffset(), which may be the application's; see tz_trusted.
+# Decimal is not here either: its C methods use the thread's decimal context, see decimals.py.)
 SCALAR_TYPES: tuple[type, ...] = (
     _NONE_TYPE,
     bool,
@@ -57,13 +57,13 @@ SCALAR_TYPES: tuple[type, ...] = (
     str,
     bytes,
     datetime.date,
-    datetime.datetime,
-    datetime.time,
     datetime.timedelta,
-    *_DECIMAL_TYPES,
 )
 _SCALAR_IDS: Final = frozenset(map(id, SCALAR_TYPES))
-_NUMBER_IDS: Final = frozenset(map(id, (bool, int, float, complex, *_DECIMAL_TYPES)))
+_DECIMAL_IDS: Final = frozenset(map(id, DECIMAL_TYPES))
+_NUMBER_IDS: Final = frozenset(map(id, (bool, int, float, complex)))
+_CLOCK_TYPES: Final = (datetime.datetime, datetime.time)
+_TZINFO = {id(t): vars(t)["tzinfo"].__get__ for t in _CLOCK_TYPES}
 _STR_IDS: Final = frozenset(map(id, (str, bytes)))
 
 # Built-in containers and scalars: the bases whose C slots we trust.
@@ -80,6 +80,7 @@ CONTAINER_BASES: tuple[type, ...] = (
 _TRUSTED_OWNERS: tuple[type, ...] = (
     object,
     *SCALAR_TYPES,
+    *_CLOCK_TYPES,
     *CONTAINER_BASES,
     collections.OrderedDict,
     collections.defaultdict,
@@ -102,7 +103,7 @@ _READABLE_DESCRIPTOR_OWNER_IDS: Final = frozenset(
             bytes,
             slice,
             range,
-            *_DECIMAL_TYPES,
+            *DECIMAL_TYPES,
             datetime.date,
             datetime.datetime,
             datetime.time,
@@ -217,10 +218,10 @@ class TypeLayout:
     """Where a type keeps instance state (its ``__dict__`` descriptor and slots), its name, and how the
     capture shows it. Cached per type: none of this changes after a class is created."""
 
-    __slots__ = ("base", "cls", "dict_descriptor", "kind", "qualname", "slots")
+    __slots__ = ("__weakref__", "base", "cls_ref", "dict_descriptor", "kind", "qualname", "slots")
 
     def __init__(self, cls: type) -> None:
-        self.cls = cls
+        self.cls_ref = weakref.ref(cls)  # the cache must not keep classes created at run time alive
         self.qualname = qualified_name(cls)
         self.base = builtin_base(cls)
         self.kind = _capture_kind(cls, self.base)
@@ -259,8 +260,10 @@ def _capture_kind(cls: type, base: type | None) -> str:
         return "timedelta"
     if any(k is datetime.date or k is datetime.time for k in classes):
         return "iso"
-    if "decimal.Decimal" in names and any(id(k) in _TRUSTED_OWNER_IDS for k in classes):
+    if decimal_base(cls) is not None:
         return "decimal"
+    if any(k is int or k is float or k is complex for k in classes) and not any(k is bool for k in classes):
+        return "number"
     if base is not None:
         return "container"
     if any(k is type for k in classes):
@@ -278,7 +281,7 @@ _MAX_LAYOUTS = 8192
 
 def layout(cls: type) -> TypeLayout:
     entry = _LAYOUTS.get(id(cls))
-    if entry is not None and entry.cls is cls:
+    if entry is not None and entry.cls_ref() is cls:
         return entry
     if len(_LAYOUTS) >= _MAX_LAYOUTS:
         _LAYOUTS.clear()
@@ -325,9 +328,9 @@ def _has_get(value: object) -> bool:
     return class_lookup(vt, "__get__") is not MISSING
 
 
-def _is_data_descriptor(value: object) -> bool:
-    vt = type(value)
-    return class_lookup(vt, "__set__") is not MISSING or class_lookup(vt, "__delete__") is not MISSING
+_METHOD_TYPE_IDS: Final = frozenset(
+    map(id, (types.FunctionType, staticmethod, classmethod, types.BuiltinFunctionType, types.MethodDescriptorType))
+)
 
 
 def get_attribute(obj: Any, name: str) -> Any:
@@ -369,16 +372,7 @@ def get_attribute(obj: Any, name: str) -> Any:
         value = d.get(name, MISSING)
         if value is not MISSING:
             return value
-    kind = (
-        "property"
-        if _is_subclass(ft, property)
-        else (
-            "method"
-            if ft in (types.FunctionType, staticmethod, classmethod, types.BuiltinFunctionType)
-            or ft is types.MethodDescriptorType
-            else "descriptor"
-        )
-    )
+    kind = "property" if _is_subclass(ft, property) else ("method" if id(ft) in _METHOD_TYPE_IDS else "descriptor")
     if kind == "method":
         raise UnsafeOperation(f"{name!r} is a method of {layout(cls).qualname}; keyhole does not call methods")
     raise UnsafeOperation(
@@ -395,6 +389,8 @@ def is_plain(value: Any, depth: int = 2, names: tuple[str, ...] = _HASH) -> bool
     if id(cls) in _SCALAR_IDS:
         return True
     if not _all_c(cls, names):
+        return False
+    if not tz_trusted(value):
         return False
     base = builtin_base(cls)
     if base is None or base in (str, bytes, bytearray, range):
@@ -439,25 +435,47 @@ def _check_comparable(a: object, b: object, names: tuple[str, ...]) -> None:
             )
 
 
+def _decimal_pair(a: object, b: object) -> bool:
+    """True when a Decimal is compared with a Decimal or a built-in number; raises for any other
+    Decimal comparison (a Decimal inside a container is refused by is_plain)."""
+    if id(type(a)) not in _DECIMAL_IDS and id(type(b)) not in _DECIMAL_IDS:
+        return False
+    for v in (a, b):
+        if id(type(v)) not in _DECIMAL_IDS and id(type(v)) not in _NUMBER_IDS:
+            raise UnsafeOperation(f"a Decimal compares with a Decimal, an int or a float here, not a {type_name(v)}")
+    return True
+
+
+_ORDERINGS: Final = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
+
+
+def _compare_decimals(compare: Any, op: str, a: object, b: object) -> bool:
+    try:
+        return bool(isolated(compare, a, b))
+    except ArithmeticError as exc:  # the decimal module signals: a NaN, or a trapped float operand
+        raise UnsafeOperation(
+            f"{describe(a)} {op} {describe(b)} is undefined for Decimals ({type(exc).__name__})"
+        ) from None
+
+
 def equals(a: object, b: object) -> bool:
+    if _decimal_pair(a, b):
+        return _compare_decimals(operator.eq, "==", a, b)
     _check_comparable(a, b, _EQ)
     return bool(a == b)
 
 
 def order(op: str, a: Any, b: Any) -> bool:
+    compare = _ORDERINGS[op]
+    if _decimal_pair(a, b):
+        return _compare_decimals(compare, op, a, b)
     _check_comparable(a, b, _ORDER)
-    if op == "<":
-        return bool(a < b)
-    if op == "<=":
-        return bool(a <= b)
-    if op == ">":
-        return bool(a > b)
-    return bool(a >= b)
+    return bool(compare(a, b))
 
 
 def truth(value: object) -> bool:
     cls = type(value)
-    if id(cls) in _SCALAR_IDS or id(cls) in _BASE_BY_ID:
+    if id(cls) in _SCALAR_IDS or id(cls) in _BASE_BY_ID or id(cls) in _DECIMAL_IDS:  # bool(Decimal) needs no context
         return bool(value)
     if dunder_is_c(cls, "__bool__") and dunder_is_c(cls, "__len__"):
         return bool(value)
@@ -593,9 +611,23 @@ def describe(value: object) -> str:
     if cls is str:
         text = str.__repr__(value)
         return text if len(text) <= 60 else text[:57] + "...'"
-    if id(cls) in _SCALAR_IDS and cls is not bytes:
+    if (id(cls) in _SCALAR_IDS or id(cls) in _DECIMAL_IDS) and cls is not bytes:
         return plain_str(value)
     return f"<{type_name(value)}>"
+
+
+def tz_trusted(value: object) -> bool:
+    """False for a datetime or time whose tzinfo is application code (comparing, hashing or printing
+    it would call that tzinfo's utcoffset()); True for everything else."""
+    for klass in _mro_of(type(value)):
+        getter = _TZINFO.get(id(klass))
+        if getter is not None:
+            tz = getter(value)
+            if tz is None or type(tz) is datetime.timezone:
+                return True
+            zoneinfo = sys.modules.get("zoneinfo")
+            return zoneinfo is not None and type(tz) is getattr(zoneinfo, "ZoneInfo", None)
+    return True
 
 
 def derives(value: object, base: type) -> bool:
@@ -635,19 +667,29 @@ _STR_OF: dict[int, Any] = {
     id(datetime.datetime): datetime.datetime.__str__,
     id(datetime.time): datetime.time.__str__,
     id(datetime.timedelta): datetime.timedelta.__str__,
-    **{id(t): t.__str__ for t in _DECIMAL_TYPES},
+    **{id(t): functools.partial(isolated, t.__str__) for t in DECIMAL_TYPES},
 }
 
 
-def plain_str(value: object) -> str:
-    """str() of a scalar through its built-in base's C method (a str or int subclass's own __str__ never runs)."""
+def plain_str_or_none(value: object) -> str | None:
+    """str() of a scalar through its built-in base's C method (a str or int subclass's own __str__
+    never runs), or None when no such method applies."""
     fn = _STR_OF.get(id(type(value)))
     if fn is None:
         for klass in _mro_of(type(value)):
             fn = _STR_OF.get(id(klass))
             if fn is not None:
                 break
-    if fn is None:
-        raise UnsafeOperation(f"str() of a {type_name(value)} would call its __str__")
+    if fn is None or not tz_trusted(value):
+        return None
     text: str = fn(value)
+    return text
+
+
+def plain_str(value: object) -> str:
+    text = plain_str_or_none(value)
+    if text is None:
+        raise UnsafeOperation(
+            f"str() of a {type_name(value)} would call its __str__; convert one of its fields instead"
+        )
     return text

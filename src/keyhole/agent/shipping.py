@@ -15,7 +15,8 @@ from typing import Any
 from keyhole.agent.capture import LongText
 from keyhole.agent.stacks import thread_name
 from keyhole.protocol.events import format_timestamp
-from keyhole.protocol.redaction import MARKER_KEY, SECRET_HINT, marker, redact_text
+from keyhole.protocol.limits import MAX_MESSAGE
+from keyhole.protocol.redaction import MARKER_KEY, SECRET_HINT, cut_text, marker, redact_text
 
 _HINT = SECRET_HINT.search
 
@@ -58,16 +59,6 @@ _META = frozenset(
 _FRAME_META = frozenset({"file", "line", "function"})
 
 
-def _cut(text: str, limit: int) -> str:
-    """The first `limit` characters, never ending inside a redaction marker."""
-    start = text.rfind("[redacted:", 0, limit + 9)  # a marker that starts before the limit
-    if start != -1 and start < limit:
-        end = text.find("]", start)
-        if end >= limit:
-            return text[: end + 1]
-    return text[:limit]
-
-
 def _finish_text(value: str, reveal: tuple[str, ...]) -> Any:
     if len(value) < 6 or _HINT(value) is None:
         return value
@@ -107,7 +98,7 @@ def finish_value(value: Any, reveal: tuple[str, ...]) -> Any:
         return value
     if kind is LongText:
         text, _ = redact_text(value.text, reveal)
-        return {"@type": "str", "@value": _cut(text, value.limit), "@size": value.size}
+        return {"@type": "str", "@value": cut_text(text, value.limit), "@size": value.size}
     if kind is float and not math.isfinite(value):
         return {"@type": "float", "@value": repr(value)}
     return value
@@ -141,6 +132,10 @@ def finish_event(
                     if names is not None:
                         names[value] = name
             out[key] = name
+        elif key == "message" and type(value) is str:
+            # Cut on the hit with room to spare; redacted here, then cut to its limit.
+            text = _finish_text(value, reveal)
+            out[key] = cut_text(text, MAX_MESSAGE) if type(text) is str else text
         elif key == "frames":
             out[key] = [_finish_frame(frame, reveal) for frame in value]
         elif key in _META:

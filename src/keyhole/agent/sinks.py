@@ -25,12 +25,19 @@ class JsonlFileSink(Sink):
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)
+        self.unwritable = 0
         self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
 
     def write(self, events: list[dict[str, Any]]) -> None:
         if self._fd is None or not events:
             return
-        data = b"".join(encode(e) for e in events)
+        lines = []
+        for event in events:
+            try:
+                lines.append(encode(event))
+            except (ValueError, TypeError, RecursionError):
+                self.unwritable += 1  # one bad event never costs the others
+        data = b"".join(lines)
         view = memoryview(data)
         while view:
             written = os.write(self._fd, view)
@@ -53,7 +60,16 @@ class CallbackSink(Sink):
             self.callback(event)
 
 
-def make_sink(target: Sink | Callable[[dict[str, Any]], object] | str | os.PathLike[str]) -> Sink:
+SinkTarget = Sink | Callable[[dict[str, Any]], object] | str | os.PathLike[str]
+
+
+def check_sink(target: object) -> None:
+    """Refuse what cannot be a sink, without opening anything."""
+    if not isinstance(target, Sink | str | os.PathLike) and not callable(target):
+        raise TypeError("sink must be a path, a callable taking an event dict, or a keyhole Sink")
+
+
+def make_sink(target: SinkTarget) -> Sink:
     if isinstance(target, Sink):
         return target
     if isinstance(target, str | os.PathLike):

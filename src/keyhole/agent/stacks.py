@@ -99,7 +99,7 @@ def task_stacks() -> list[dict[str, Any]]:
             current = getattr(current, links[1])
         entry: dict[str, Any] = {
             "name": name if type(name) is str else "?",
-            "done": done is True or done == "FINISHED",
+            "done": done is True or (type(done) is str and done == "FINISHED"),
             "frames": frames,
         }
         if awaiting is not None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from keyhole.agent import import_watch
-from keyhole.agent.probes import StacksProbe
+from keyhole.agent.probes import FunctionProbe, MetricProbe, Probe, StacksProbe
 from keyhole.agent.shipping import finish_event, wall_offset
 from keyhole.agent.sites import AgentThread
 from keyhole.agent.stacks import task_stacks, thread_stacks
@@ -27,13 +27,26 @@ _clock = time.monotonic
 
 
 @dataclass
-class _Schedule:
+class Schedule:
+    """The agent thread's timers and memory. It lives on the agent, so a thread paused around fork()
+    carries on with the same CPU-budget accounting."""
+
     next_tick: float
     next_metrics: float
     next_stats: float
     seen_cost: dict[str, float] = field(default_factory=dict)
     seen_stats: dict[str, tuple[int, int, int, int]] = field(default_factory=dict)
     reported_dropped: int = 0
+    # Function probes disabled while calls are open: their exits still report, until a deadline.
+    deferred: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def starting(cls, metric_interval: float) -> Schedule:
+        now = _clock()
+        return cls(now + TICK, now + metric_interval, now + STATS_EVERY)
+
+
+DEFER_UNINSTALL = 30.0
 
 
 def calibrate() -> float:
@@ -54,9 +67,9 @@ def calibrate() -> float:
 
 def run_worker(agent: Agent) -> None:
     AgentThread.ident = threading.get_ident()
-    agent.hit_overhead = calibrate()
-    now = _clock()
-    schedule = _Schedule(now + TICK, now + agent.metric_interval, now + STATS_EVERY)
+    if not agent.hit_overhead:
+        agent.hit_overhead = calibrate()
+    schedule = agent.schedule
     q = agent._queue
     while True:
         now = _clock()
@@ -88,8 +101,12 @@ def run_worker(agent: Agent) -> None:
             if command[0] == "stop":
                 teardown(agent)
                 return
+            if command[0] == "pause":  # fork() is coming; the parent starts a new thread after it
+                AgentThread.busy = False
+                AgentThread.ident = -1
+                return
             try:
-                _handle(agent, command)
+                _handle(agent, command, schedule)
             except Exception as exc:  # a keyhole defect: report it, keep serving the other probes
                 agent.emit(
                     agent._status(
@@ -112,17 +129,30 @@ def run_worker(agent: Agent) -> None:
             schedule.next_tick = now + TICK
 
 
-def _handle(agent: Agent, command: tuple[Any, ...]) -> None:
+def _handle(agent: Agent, command: tuple[Any, ...], schedule: Schedule) -> None:
     name, probe_id = command[0], command[1]
     if name == "install":
         agent.install(probe_id)
-    elif name == "remove":
-        agent.uninstall(probe_id, REMOVED)
-        entry = next((e for e in agent.entries() if e.probe.id == probe_id), None)
-        stats = entry.probe.stats() if entry is not None else {}
-        agent.emit(agent._status(probe_id, ev.REMOVED, **stats))
-    elif name == "uninstall":
-        agent.uninstall(probe_id, DISABLED)
+        return
+    probe = agent.probe(probe_id)
+    if probe is None:
+        return
+    if name == "uninstall" and isinstance(probe, FunctionProbe) and probe.open_calls:
+        # Calls already admitted still report their return or exception; uninstall once they are out.
+        schedule.deferred.setdefault(probe_id, _clock() + DEFER_UNINSTALL)
+        return
+    _uninstall(agent, probe, REMOVED if name == "remove" else DISABLED)
+
+
+def _uninstall(agent: Agent, probe: Probe, state: str) -> None:
+    agent.uninstall(probe.id, state)
+    if isinstance(probe, MetricProbe) and probe.installed:
+        report = probe.report(final=True)
+        if report is not None:
+            agent.emit(report)
+    if state == REMOVED:
+        agent.emit(agent._status(probe.id, ev.REMOVED, **probe.stats()))
+        agent.forget(probe.id)
 
 
 def ship(agent: Agent, events: list[dict[str, Any]]) -> None:
@@ -155,7 +185,7 @@ def ship(agent: Agent, events: list[dict[str, Any]]) -> None:
         agent.dropped += len(finished)
 
 
-def _periodic(agent: Agent, now: float, schedule: _Schedule) -> None:
+def _periodic(agent: Agent, now: float, schedule: Schedule) -> None:
     entries = agent.entries()
     clock = time.perf_counter()
     used: dict[str, float] = {}
@@ -170,6 +200,12 @@ def _periodic(agent: Agent, now: float, schedule: _Schedule) -> None:
             schedule.seen_cost[probe.id] = total
         if isinstance(probe, StacksProbe) and probe.enabled and entry.state == INSTALLED:
             _take_stacks(agent, probe, clock)
+    for probe_id, deadline in list(schedule.deferred.items()):
+        waiting = agent.probe(probe_id)
+        if not isinstance(waiting, FunctionProbe) or not waiting.open_calls or now >= deadline:
+            del schedule.deferred[probe_id]
+            if waiting is not None:
+                _uninstall(agent, waiting, DISABLED)
     agent.check_budget(now, used)
     if now >= schedule.next_metrics:
         for report in agent.metric_reports(final=False):
@@ -204,9 +240,9 @@ def _take_stacks(agent: Agent, probe: StacksProbe, clock: float) -> None:
 def teardown(agent: Agent) -> None:
     """Remove every probe, report what is left to report, flush and close. Runs once."""
     with agent._lock:
-        if getattr(agent, "_torn_down", False):
+        if agent._torn_down:
             return
-        agent._torn_down = True  # type: ignore[attr-defined]
+        agent._torn_down = True
         for report in agent.metric_reports(final=True):
             agent.emit(report)
         changed = []

@@ -35,9 +35,12 @@ def show_events(path: Path, *, as_json: bool, probe: str | None, follow: bool) -
         if not isinstance(event, dict) or (probe is not None and event.get("probe") != probe):
             continue
         if as_json:
-            print(json.dumps(event, ensure_ascii=False))
-        else:
+            print(line.rstrip("\n"))
+            continue
+        try:
             render_event(event, _console)
+        except Exception:  # an event of an unexpected shape is shown as it is, never as a traceback
+            _console.print(escape(line.rstrip("\n")))
     if bad:  # a diagnostic, on stderr, so that --json output stays parseable
         print(f"keyhole: {bad} line(s) of {path} were not JSON and were skipped", file=sys.stderr)
 

@@ -152,10 +152,14 @@ def plan_run(probes: Path, out: Path, command: list[str], metric_interval: float
 
 
 def prepare_out(out: Path) -> None:
-    """Start a fresh events file (0600): this run's events only."""
+    """Start a fresh events file, mode 0600: this run's events only. A symbolic link is refused, not
+    followed: events can hold what the program had in memory."""
     try:
-        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        os.close(fd)
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        try:
+            os.fchmod(fd, 0o600)
+        finally:
+            os.close(fd)
     except OSError as exc:
         raise CliError(f"cannot write the events file {out}: {exc.strerror}; choose another path with --out") from None
 

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import ast
 import re
-import warnings
 from dataclasses import dataclass
 
 from keyhole.protocol.errors import ExpressionError
 from keyhole.protocol.limits import EXPRESSION_MAX_NODES, EXPRESSION_MAX_SOURCE
+from keyhole.protocol.quiet_compile import parse_expression
 from keyhole.protocol.redaction import NAME_CLASS, RedactionRules
 
 HELPERS: frozenset[str] = frozenset(
@@ -294,13 +294,7 @@ def check_expression(
     if "\x00" in text:
         raise ExpressionError(f"{what} contains a NUL character")
     try:
-        # The parser warns about some sources (invalid escapes); a warning would be printed on the
-        # stderr of whatever process validates the probe, possibly the application itself.
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")
-            tree = ast.parse(text, mode="eval")
-    except SyntaxWarning as exc:
-        raise ExpressionError(f"{what} {text!r}: {exc}") from None
+        tree = parse_expression(text)
     except SyntaxError as exc:
         detail = exc.msg or "invalid syntax"
         raise ExpressionError(f"{what} {text!r}: not a Python expression ({detail})") from None

@@ -25,8 +25,9 @@ MAX_TTL_SECONDS = 24 * 3600.0
 MAX_RATE = 100_000.0
 MAX_HITS_CEILING = 10_000_000
 
-# Log lines are capped in bytes per second as well as in lines per second.
+# Log lines are capped in bytes per second as well as in lines per second, and in length.
 LOG_BYTES_PER_SECOND = 64 * 1024
+MAX_MESSAGE = 4096
 
 # Process-wide limits.
 PROCESS_CAPTURES_PER_SECOND = 100.0

@@ -93,12 +93,6 @@ class ProbeSpec:
     def qualname(self) -> str | None:
         return self.function.split(":", 1)[1] if self.function else None
 
-    @property
-    def location(self) -> str:
-        if self.file is not None:
-            return f"{self.file}:{self.line}"
-        return self.function or "process"
-
     def to_dict(self) -> dict[str, Any]:
         """The wire form: only fields that were set, as the user would write them."""
         out: dict[str, Any] = {"id": self.id, "kind": self.kind}

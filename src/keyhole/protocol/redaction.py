@@ -254,15 +254,26 @@ def redact_text(text: str, reveal: frozenset[str] | tuple[str, ...] = ()) -> tup
     return "".join(out), whole
 
 
+def cut_text(text: str, limit: int) -> str:
+    """The first `limit` characters of redacted text, never ending inside a redaction marker."""
+    start = text.rfind("[redacted:", 0, limit + 9)  # a marker that starts before the limit
+    if start != -1 and start < limit:
+        end = text.find("]", start)
+        if end >= limit:
+            return text[: end + 1]
+    return text[:limit]
+
+
 def marker(cls: str) -> dict[str, str]:
     return {MARKER_KEY: cls}
 
 
 def redact_plain(value: Any, rules: RedactionRules = DEFAULT_RULES, reveal: frozenset[str] = frozenset()) -> Any:
-    """Redact a JSON-ready value (as captured by the agent) by name and by value.
+    """Redact a JSON-ready value by name and by value, without changing it in place.
 
-    Used by the agent's shipping thread and, later, by the gateway on ingest. Keys beginning with
-    '@' are keyhole's own annotations and are left alone, except '@value' which holds text.
+    For a receiver of events (the gateway, on ingest: defence in depth). The agent does the same on
+    its own, faster, in keyhole.agent.shipping. Keys beginning with '@' are keyhole's annotations and
+    are left alone, except those that hold application text.
     """
     if isinstance(value, str):
         new, whole = redact_text(value, reveal)
