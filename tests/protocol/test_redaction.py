@@ -6,7 +6,10 @@ import json
 from importlib import resources
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from keyhole.protocol import redaction
 from keyhole.protocol.redaction import DEFAULT_RULES, RedactionRules, luhn_ok, redact_plain, redact_text
 
 
@@ -62,6 +65,9 @@ SECRETS = [
     ("-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEA\n-----END RSA PRIVATE KEY-----", "private-key"),
     ("-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC (cut off", "private-key"),
     ("key AKIAIOSFODNN7EXAMPLE here", "cloud-key"),
+    ("key AKIAABCDEFGHIJKLMNOP here", "cloud-key"),  # no digit, no punctuation: nothing else hints at it
+    ("github_pat_ABCDEFGHIJKLMNOPQRSTUVWXYZ", "cloud-key"),
+    ("rk_test_ABCDEFGHIJKLMNOPQRS", "cloud-key"),
     ("AIzaSyA1234567890abcdefghijklmnopqrstuv", "cloud-key"),
     ("ghp_abcdefghijklmnopqrstuvwxyz0123456789", "cloud-key"),
     ("sk_live_4eC39HqLyjWDarjtT1zdp7dc", "cloud-key"),
@@ -83,6 +89,9 @@ def test_secrets_are_recognised_by_value_and_never_shown(text: str, cls: str) ->
         "dozjg",
         "MIIE",
         "AKIAIOSF",
+        "AKIAABCD",
+        "github_pat",
+        "rk_test",
         "AIzaSy",
         "ghp_abc",
         "sk_live",
@@ -127,3 +136,60 @@ def test_a_whole_value_secret_becomes_a_marker_and_reveal_shows_it() -> None:
     shown = redact_plain(value, reveal=frozenset({"pii"}))
     assert shown["email"] == "alice@example.com" and shown["password"] == {"@redacted": "secret"}
     assert "alice" not in json.dumps(out)
+
+
+# Pieces of secrets and of text that looks like them, glued at random: the shortcut that runs only the
+# patterns a string could match must find exactly what running all of them finds.
+_PIECES = [
+    "+1 (555) 123-4567",
+    "555.123.4567",
+    "4111 1111 1111 1111",
+    "5500-0000-0000-0004",
+    "+44 20 7946 0958",
+    "(555) 123-4567",
+    "12345678",
+    "alice@example.com",
+    "@",
+    "://",
+    "postgres://u:p@h/",
+    "Bearer abcdefgh12",
+    "token ",
+    "AKIAABCDEFGHIJKLMNOP",
+    "AIzaSyA1234567890abcdefghijklmnopqrstuv",
+    "ghp_abcdefghijklmnopqrstuvwxyz0123456789",
+    "xoxb-1234567890",
+    "sk_live_4eC39HqLyjWDarjtT1zdp",
+    "glpat-abcdefghijklmnopqrst",
+    "eyJhbGciOi.eyJzdWIiOi.sig",
+    "-----BEGIN PRIVATE KEY-----",
+    "-----END PRIVATE KEY-----",
+    " ",
+    "-",
+    ".",
+    "(",
+    ")",
+    "a",
+    "Z",
+    "0",
+    "7",
+    "\n",
+]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(_PIECES), max_size=12))
+def test_choosing_patterns_by_hint_finds_what_all_patterns_find(pieces: list[str]) -> None:
+    text = "".join(pieces)
+    everything = redaction._pattern((1 << len(redaction._BRANCHES)) - 1)
+    expected = text
+    matches = [m for m in everything.finditer(text) if redaction._classify(m) is not None]
+    if len(text) >= 6 and matches:
+        expected = "".join(
+            [text[: matches[0].start()]]
+            + [
+                f"[redacted:{redaction._classify(m)}]"
+                + text[m.end() : (matches[i + 1].start() if i + 1 < len(matches) else len(text))]
+                for i, m in enumerate(matches)
+            ]
+        )
+    assert redact_text(text)[0] == expected

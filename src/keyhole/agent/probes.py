@@ -18,17 +18,18 @@ from __future__ import annotations
 
 import ast
 import itertools
+import operator
 import sys
 import threading
 import time
 from collections.abc import Callable
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from keyhole.agent import safe_access as sa
 from keyhole.agent.capture import TEXT_MARGIN, Capturer, NameFilter
 from keyhole.agent.errors import EvalError, StepBudgetExceeded
-from keyhole.agent.evaluator import CompiledExpression, Scope, as_metric_value, compile_expression
+from keyhole.agent.evaluator import CompiledExpression, Scope, as_metric_value, compile_expression, frame_locals_of
 from keyhole.agent.formatting import format_value
 from keyhole.agent.frames import capture_stack, frame_locals
 from keyhole.agent.metrics import MetricAggregate
@@ -244,13 +245,14 @@ class LineProbe(Probe):
                 self.consecutive_errors = 0
             admitted = self._admit(now)
             if admitted:
-                self.emit(frame, scope if scope is not None else Scope(frame), now, admitted)
+                self.emit(frame, scope, now, admitted)
         except Exception as exc:
             self._failed(exc, now)
         finally:
             self.cost += _clock() - now
 
-    def emit(self, frame: FrameType, scope: Scope, now: float, admitted: int) -> None:
+    def emit(self, frame: FrameType, scope: Scope | None, now: float, admitted: int) -> None:
+        """Make the event. `scope` is the condition's, or None when there was no condition."""
         raise NotImplementedError
 
 
@@ -262,7 +264,9 @@ class SnapshotProbe(LineProbe):
         super().set_rules(rules)
         self.watch = tuple(compile_expression(w, rules, self.spec.reveal) for w in self.spec.checked_watch)
 
-    def emit(self, frame: FrameType, scope: Scope, now: float, admitted: int) -> None:
+    def emit(self, frame: FrameType, scope: Scope | None, now: float, admitted: int) -> None:
+        if scope is None:
+            scope = Scope(frame)
         capturer = self._capturer()
         event = self._event(ev.SNAPSHOT, now)
         event["frames"] = capture_stack(
@@ -279,6 +283,15 @@ class SnapshotProbe(LineProbe):
         event["watch"] = watch
         self.runtime.emit(event)
         self._after_emit(admitted)
+
+
+class _FastTemplate(NamedTuple):
+    layout: str
+    lookup: Callable[[Any], Any]
+    single: bool
+
+
+_FAST_FORMAT_TYPES = frozenset({str, int, float, bool, type(None)})
 
 
 class LogProbe(LineProbe):
@@ -305,12 +318,37 @@ class LogProbe(LineProbe):
                 literal += part
         self.segments = tuple(segments)
         self.tail = literal
+        # Every field a bare local name: one C lookup for all of them, and one %-format when their
+        # values are exact built-in scalars (whose __str__ is C). "%.Ns" copies at most N characters
+        # of a string, however long it is.
+        self.fast: _FastTemplate | None = None
+        local_names = [name for _, name, _, _ in segments if name is not None]
+        if segments and len(local_names) == len(segments):
+            field = f"%.{_MESSAGE_KEEP}s"
+            layout = "".join(lit.replace("%", "%%") + field for lit, _, _, _ in segments) + literal.replace("%", "%%")
+            self.fast = _FastTemplate(layout, operator.itemgetter(*local_names), len(segments) == 1)
 
-    def emit(self, frame: FrameType, scope: Scope, now: float, admitted: int) -> None:
+    def emit(self, frame: FrameType, scope: Scope | None, now: float, admitted: int) -> None:
+        fast = self.fast
+        if fast is not None:
+            try:
+                values = fast.lookup(scope.locals if scope is not None else frame_locals_of(frame))
+            except Exception:  # not all locals (a global, a missing name, opaque locals): the long way
+                values = _MISSING
+            if values is not _MISSING:
+                if fast.single:
+                    values = (values,)
+                if set(map(type, values)) <= _FAST_FORMAT_TYPES:
+                    self._ship(fast.layout % values, now, admitted, None)
+                    return
+        self._slow_emit(frame, scope, now, admitted)
+
+    def _slow_emit(self, frame: FrameType, scope: Scope | None, now: float, admitted: int) -> None:
         out: list[str] = []
         error: EvalError | None = None
         names = self.names
-        local_get = scope.locals.get
+        # Bare local names need only the locals; a Scope is made for the first other expression.
+        local_get = (scope.locals if scope is not None else frame_locals_of(frame)).get
         for literal, name, expression, spec in self.segments:
             if literal:
                 out.append(literal)
@@ -327,6 +365,8 @@ class LogProbe(LineProbe):
                         out.append(format_value(value, "", names))
                     continue
             try:
+                if scope is None:
+                    scope = Scope(frame)
                 text = format_value(expression.evaluate(scope), spec, names)
                 out.append(text if len(text) <= _MESSAGE_KEEP else text[:_MESSAGE_KEEP])
             except StepBudgetExceeded:
@@ -336,7 +376,9 @@ class LogProbe(LineProbe):
                 out.append(f"<error: {exc}>")
         if self.tail:
             out.append(self.tail)
-        message = "".join(out)
+        self._ship("".join(out), now, admitted, error)
+
+    def _ship(self, message: str, now: float, admitted: int, error: EvalError | None) -> None:
         if len(message) > _MESSAGE_KEEP:
             message = message[:_MESSAGE_KEEP]
         if self.bytes.take(now, min(len(message), MAX_MESSAGE)):

@@ -57,6 +57,7 @@ _META = frozenset(
     }
 )
 _FRAME_META = frozenset({"file", "line", "function"})
+_FIXED = frozenset({"probe", "kind", "ts", "thread", "pid"})
 
 
 def _finish_text(value: str, reveal: tuple[str, ...]) -> Any:
@@ -115,35 +116,41 @@ def finish_event(
     reveal: tuple[str, ...],
     offset: float | None = None,
     names: dict[int, str] | None = None,
+    *,
+    clean_message: bool = False,
 ) -> dict[str, Any]:
-    """`names` caches thread names for a batch of events (threads come and go between batches)."""
+    """Finish an event in place (it is keyhole's own, fresh dict) and return it. `names` caches thread
+    names for a batch of events (threads come and go between batches). `clean_message`: the caller
+    has already found that the message holds nothing to redact."""
     if offset is None:
         offset = wall_offset()
-    out: dict[str, Any] = {}
-    for key, value in event.items():
-        if key == "ts":
-            out[key] = format_timestamp(value + offset) if type(value) is float else value
-        elif key == "thread":
-            name = value
-            if type(value) is int:
-                name = names.get(value) if names is not None else None
-                if name is None:
-                    name = thread_name(value)
-                    if names is not None:
-                        names[value] = name
-            out[key] = name
-        elif key == "message" and type(value) is str:
+    ts = event.get("ts")
+    if type(ts) is float:
+        event["ts"] = format_timestamp(ts + offset)
+    thread = event.get("thread")
+    if type(thread) is int:
+        name = names.get(thread) if names is not None else None
+        if name is None:
+            name = thread_name(thread)
+            if names is not None:
+                names[thread] = name
+        event["thread"] = name
+    for key, value in event.items():  # assigning existing keys while iterating is allowed
+        if key in _FIXED:
+            continue
+        if key == "message" and type(value) is str:
             # Cut on the hit with room to spare; redacted here, then cut to its limit.
-            text = _finish_text(value, reveal)
-            out[key] = cut_text(text, MAX_MESSAGE) if type(text) is str else text
+            text = value if clean_message else _finish_text(value, reveal)
+            event[key] = cut_text(text, MAX_MESSAGE) if type(text) is str else text
         elif key == "frames":
-            out[key] = [_finish_frame(frame, reveal) for frame in value]
+            event[key] = [_finish_frame(frame, reveal) for frame in value]
         elif key in _META:
-            out[key] = finish_value(value, ()) if type(value) is float and not math.isfinite(value) else value
+            if type(value) is float and not math.isfinite(value):
+                event[key] = finish_value(value, ())
         else:
-            out[key] = finish_value(value, reveal)
-    out["pid"] = pid
-    return out
+            event[key] = finish_value(value, reveal)
+    event["pid"] = pid
+    return event
 
 
 def _finish_frame(frame: Any, reveal: tuple[str, ...]) -> dict[str, Any]:

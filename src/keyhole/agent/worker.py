@@ -16,6 +16,7 @@ from keyhole.agent.sites import AgentThread
 from keyhole.agent.stacks import task_stacks, thread_stacks
 from keyhole.agent.states import ACTIVE, DISABLED, INSTALLED, INSTALLING, PENDING, REMOVED, STOPPED
 from keyhole.protocol import events as ev
+from keyhole.protocol.redaction import may_hold_secret
 
 if TYPE_CHECKING:
     from keyhole.agent.agent import Agent
@@ -162,12 +163,16 @@ def ship(agent: Agent, events: list[dict[str, Any]]) -> None:
     finished: list[dict[str, Any]] = []
     offset = wall_offset()
     names: dict[int, str] = {}
+    # Log lines are most of a busy batch, and most hold nothing a value rule could match: test them
+    # all at once, and test one by one only when that finds something.
+    messages = [m for m in (e.get("message") for e in events) if type(m) is str]
+    clean = bool(messages) and not may_hold_secret("\0".join(messages))
     for event in events:
         start = time.perf_counter()
         probe = probes.get(event.get("probe") or "")
         try:
             reveal = probe.spec.reveal if probe is not None else ()
-            finished.append(finish_event(event, agent.pid, reveal, offset, names))
+            finished.append(finish_event(event, agent.pid, reveal, offset, names, clean_message=clean))
         except Exception as exc:
             finished.append(
                 {

@@ -13,6 +13,7 @@ A redacted value becomes a marker naming the class (``{"@redacted": "secret"}``,
 from __future__ import annotations
 
 import fnmatch
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -171,21 +172,21 @@ def validate_reveal(value: object, what: str = "reveal") -> tuple[str, ...]:
 
 # --- by value -----------------------------------------------------------------------------------
 
-_VALUE_PATTERN = re.compile(
-    r"(?P<privatekey>-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----"
-    r"(?:.*?-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----|.*))"
-    r"|(?P<jwt>eyJ[A-Za-z0-9_-]{6,}\.[A-Za-z0-9_-]{6,}(?:\.[A-Za-z0-9_-]*)?)"
-    r"|(?P<bearer>\b(?:[Bb]earer|BEARER|[Bb]asic|BASIC|[Tt]oken)\s+[A-Za-z0-9._~+/=-]{8,})"
-    r"|(?P<urlcred>\b[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@]+:[^\s@/]+@)"
-    r"|(?P<cloudkey>\b(?:(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA)[A-Z0-9]{16}"
+# One regular expression per family, in the order they are tried at each position.
+_BRANCHES: dict[str, str] = {
+    "privatekey": r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----"
+    r"(?:.*?-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----|.*)",
+    "jwt": r"eyJ[A-Za-z0-9_-]{6,}\.[A-Za-z0-9_-]{6,}(?:\.[A-Za-z0-9_-]*)?",
+    "bearer": r"\b(?:[Bb]earer|BEARER|[Bb]asic|BASIC|[Tt]oken)\s+[A-Za-z0-9._~+/=-]{8,}",
+    "urlcred": r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@]+:[^\s@/]+@",
+    "cloudkey": r"\b(?:(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA)[A-Z0-9]{16}"
     r"|AIza[0-9A-Za-z_-]{35}|gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{22,}"
-    r"|xox[abposr]-[A-Za-z0-9-]{10,}|(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{16,}|glpat-[A-Za-z0-9_-]{20,})\b)"
-    r"|(?P<email>\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b)"
-    r"|(?P<card>(?<![\d.])\d(?:[ -]?\d){12,18}(?![\d.]))"
-    r"|(?P<phone>(?<![\w+])\+\d{1,3}[ .-]?(?:\(\d{1,4}\)[ .-]?)?\d{1,4}(?:[ .-]?\d{2,4}){1,4}(?![\w])"
-    r"|(?<![\w(])\(?\d{3}\)?[ .-]\d{3}[ .-]\d{4}(?!\w))",
-    re.DOTALL,
-)
+    r"|xox[abposr]-[A-Za-z0-9-]{10,}|(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{16,}|glpat-[A-Za-z0-9_-]{20,})\b",
+    "email": r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b",
+    "card": r"(?<![\d.])\d(?:[ -]?\d){12,18}(?![\d.])",
+    "phone": r"(?<![\w+])\+\d{1,3}[ .-]?(?:\(\d{1,4}\)[ .-]?)?\d{1,4}(?:[ .-]?\d{2,4}){1,4}(?![\w])"
+    r"|(?<![\w(])\(?\d{3}\)?[ .-]\d{3}[ .-]\d{4}(?!\w)",
+}
 _GROUP_CLASS = {
     "privatekey": "private-key",
     "jwt": "jwt",
@@ -196,8 +197,70 @@ _GROUP_CLASS = {
     "card": "card",
     "phone": "pii",
 }
-# Cheap pre-filter: every pattern above needs one of these characters; most strings have none.
-SECRET_HINT = _MAYBE = re.compile(r"[0-9@:]|-----|eyJ|[Bb]earer|BEARER|[Bb]asic|BASIC|[Tt]oken|AIza|xox|gh|glpat")
+_BIT = {name: 1 << i for i, name in enumerate(_BRANCHES)}
+
+# What each family cannot match without. Scanning a string with every pattern at every position costs
+# microseconds; these checks pick the few patterns worth running (usually none).
+_WORD_HINT = (  # literal alternatives: Python's re scans those several times faster than classes
+    r"Bearer|bearer|BEARER|Basic|basic|BASIC|Token|token|AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA|AIza"
+    r"|ghp_|gho_|ghu_|ghs_|ghr_|github_pat_|xox|sk_live_|sk_test_|rk_live_|rk_test_|glpat-"
+)
+_WORDS = re.compile(_WORD_HINT)
+_SHORTEST_WORD_SECRET = 13  # "token " and 8 characters; every cloud key is longer
+# A phone number has 8 digits or more, with at most two of " .-()" between two of them; a card
+# number 13 or more, with at most one space or dash between two.
+_PHONE_DIGITS = re.compile(r"\d(?:[ .()-]{0,2}\d){7}")
+_CARD_DIGITS = re.compile(r"\d(?:[ -]?\d){12}")
+# ASCII text mapped to its shape: digits to "9", the punctuation phone numbers use to "-", the rest
+# to "x". A card or phone number lies inside one stretch between two "x".
+_SHAPE = bytes(ord("9") if chr(b).isdigit() else ord("-") if chr(b) in " .()-" else ord("x") for b in range(256))
+
+
+def _most_digits_together(text: str) -> int:
+    """At least the number of digits of the longest card or phone number text could hold."""
+    if not text.isascii():
+        return len(text)  # \\d also matches other scripts' digits: assume the worst
+    runs = text.encode("ascii").translate(_SHAPE).split(b"x")
+    if max(map(len, runs)) < 8:  # the usual case, decided in C
+        return 0
+    return max([run.count(b"9") for run in runs if len(run) >= 8])
+
+
+# The cheapest first test, true for every string any family could match; most strings fail it.
+SECRET_HINT = re.compile(r"[0-9@:]|-----|eyJ|" + _WORD_HINT)
+
+
+def _families(text: str) -> int:
+    found = 0
+    if "-----BEGIN" in text:
+        found |= _BIT["privatekey"]
+    if "eyJ" in text:
+        found |= _BIT["jwt"]
+    if "://" in text:
+        found |= _BIT["urlcred"]
+    if "@" in text:
+        found |= _BIT["email"]
+    if len(text) >= _SHORTEST_WORD_SECRET and _WORDS.search(text) is not None:
+        found |= _BIT["bearer"] | _BIT["cloudkey"]
+    digits = _most_digits_together(text)
+    if digits >= 8 and _PHONE_DIGITS.search(text) is not None:
+        found |= _BIT["phone"]
+        if digits >= 13 and _CARD_DIGITS.search(text) is not None:
+            found |= _BIT["card"]
+    return found
+
+
+def may_hold_secret(text: str) -> bool:
+    """False when no secret could be found in text by value. Cheap, and also true of a whole batch
+    of log lines joined with NUL: one test clears them all."""
+    return SECRET_HINT.search(text) is not None and _families(text) != 0
+
+
+@functools.cache
+def _pattern(families: int) -> re.Pattern[str]:
+    """The patterns of these families in one alternation (at most 256 combinations, compiled once)."""
+    chosen = [f"(?P<{name}>{body})" for name, body in _BRANCHES.items() if families & _BIT[name]]
+    return re.compile("|".join(chosen), re.DOTALL)
 
 
 def luhn_ok(digits: str) -> bool:
@@ -234,12 +297,15 @@ def redact_text(text: str, reveal: frozenset[str] | tuple[str, ...] = ()) -> tup
 
     When the whole string is a single secret the caller replaces it by a marker object instead.
     """
-    if len(text) < 6 or _MAYBE.search(text) is None:
+    if len(text) < 6 or SECRET_HINT.search(text) is None:
+        return text, None
+    families = _families(text)
+    if not families:
         return text, None
     out: list[str] = []
     pos = 0
     whole: str | None = None
-    for match in _VALUE_PATTERN.finditer(text):
+    for match in _pattern(families).finditer(text):
         cls = _classify(match)
         if cls is None or cls in reveal:
             continue
@@ -256,6 +322,8 @@ def redact_text(text: str, reveal: frozenset[str] | tuple[str, ...] = ()) -> tup
 
 def cut_text(text: str, limit: int) -> str:
     """The first `limit` characters of redacted text, never ending inside a redaction marker."""
+    if len(text) <= limit:
+        return text
     start = text.rfind("[redacted:", 0, limit + 9)  # a marker that starts before the limit
     if start != -1 and start < limit:
         end = text.find("]", start)
