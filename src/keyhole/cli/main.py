@@ -80,6 +80,15 @@ def events(
     show_events(file, as_json=as_json, probe=probe, follow=follow)
 
 
+from keyhole.cli.account_commands import login, logout, user_app  # noqa: E402
+from keyhole.cli.gateway_commands import gateway_app  # noqa: E402
+
+app.add_typer(gateway_app, name="gateway")
+app.add_typer(user_app, name="user")
+app.command("login")(login)
+app.command("logout")(logout)
+
+
 def main(argv: list[str] | None = None) -> int:
     command = typer.main.get_command(app)
     try:

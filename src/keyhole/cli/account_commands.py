@@ -1,0 +1,94 @@
+"""`keyhole login`, `keyhole logout` and `keyhole user add`: an engineer's credentials and accounts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from keyhole.cli import credentials
+from keyhole.cli.errors import CliError
+from keyhole.cli.passwords_input import read_password
+
+user_app = typer.Typer(help="Manage local user accounts (admin).", no_args_is_help=True)
+
+PasswordStdin = Annotated[bool, typer.Option("--password-stdin", help="Read the password from stdin.")]
+
+
+def login(
+    gateway: Annotated[
+        str, typer.Option("--gateway", help="The gateway's URL, https://HOST:PORT.", show_default=False)
+    ] = "",
+    ca: Annotated[
+        Path, typer.Option("--ca", help="The gateway's CA certificate (ca.pem).", show_default=False)
+    ] = Path(),
+    user: Annotated[str, typer.Option("--user", help="Your user name.", show_default=False)] = "",
+    password_stdin: PasswordStdin = False,
+) -> None:
+    """Log in to a gateway; stores a 15-minute access token and a refresh token (mode 0600)."""
+    from keyhole.cli import gateway_client
+
+    if not gateway or ca == Path() or not user:
+        raise CliError("usage: keyhole login --gateway https://HOST:PORT --ca ca.pem --user NAME")
+    if not gateway.startswith("https://"):
+        raise CliError(f"the gateway URL must start with https:// (got {gateway!r}); keyhole has no plaintext mode")
+    try:
+        ca_pem = ca.read_text()
+    except OSError as exc:
+        raise CliError(f"cannot read the CA file {ca}: {exc.strerror or exc}") from None
+    gateway_client.tls_context(ca_pem)
+    password = read_password(password_stdin, f"password for {user}: ")
+    response = gateway_client.call(
+        gateway.rstrip("/"), ca_pem, "POST", "/v1/auth/login", body={"user": user, "password": password}
+    )
+    stored = gateway_client.store(gateway.rstrip("/"), ca_pem, gateway_client.expect(response))
+    where = credentials.credentials_path()
+    typer.echo(f"logged in to {stored.gateway} as {stored.user} ({stored.role}); credentials in {where}")
+
+
+def logout() -> None:
+    """Revoke this login's access and refresh tokens at the gateway and forget them here."""
+    from keyhole.cli import gateway_client
+
+    try:
+        login = credentials.load()
+    except CliError:
+        typer.echo("not logged in")
+        return
+    response = gateway_client.call(login.gateway, login.ca_pem, "POST", "/v1/auth/logout", token=login.access_token)
+    if response.status_code == 401:
+        # The access token has expired: refreshing gives one that can revoke the login.
+        try:
+            login = gateway_client.fresh_login()
+        except CliError:
+            credentials.forget()
+            typer.echo("logged out (the login had already ended at the gateway)")
+            return
+        response = gateway_client.call(login.gateway, login.ca_pem, "POST", "/v1/auth/logout", token=login.access_token)
+    gateway_client.expect(response, 204)
+    credentials.forget()
+    typer.echo(f"logged out of {login.gateway}; both tokens are revoked")
+
+
+@user_app.command("add")
+def user_add(
+    name: Annotated[str, typer.Argument(help="The new user's name.", show_default=False)],
+    role: Annotated[str, typer.Option("--role", help="admin or engineer.")] = "engineer",
+    password_stdin: PasswordStdin = False,
+) -> None:
+    """Create a local account (argon2id password hash). Needs an admin login."""
+    from keyhole.cli import gateway_client
+
+    password = read_password(password_stdin, f"password for the new user {name}: ", confirm=True)
+    created = gateway_client.api("POST", "/v1/users", {"name": name, "password": password, "role": role}, ok=(201,))
+    typer.echo(f"user {created['name']} created ({created['role']})")
+
+
+@user_app.command("list")
+def user_list() -> None:
+    """List local accounts. Needs an admin login."""
+    from keyhole.cli import gateway_client
+
+    for entry in gateway_client.api("GET", "/v1/users"):
+        typer.echo(f"{entry['name']}\t{entry['role']}")

@@ -1,0 +1,43 @@
+"""The two ASGI applications a gateway serves: the user API (bearer tokens) and the agent endpoint
+(mutual TLS, checked by the TLS layer before a request reaches it)."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+import keyhole
+from keyhole.gateway import routes_auth, routes_users
+from keyhole.gateway.api_errors import install_error_handlers
+from keyhole.gateway.context import GatewayContext
+
+
+def create_user_app(context: GatewayContext) -> FastAPI:
+    app = FastAPI(
+        title="keyhole gateway",
+        version=keyhole.__version__,
+        description="The one door between engineers and the agents inside their services.",
+        docs_url=None,  # the interactive docs page loads its assets from a CDN (rule 6: local only)
+        redoc_url=None,
+    )
+    app.state.gateway = context
+    install_error_handlers(app)
+    app.include_router(routes_auth.router)
+    app.include_router(routes_users.router)
+
+    @app.get("/v1/health", tags=["health"])
+    def health() -> dict[str, str]:
+        return {"status": "ok", "version": keyhole.__version__}
+
+    return app
+
+
+def create_agent_app(context: GatewayContext) -> FastAPI:
+    app = FastAPI(title="keyhole gateway: agent endpoint", version=keyhole.__version__, docs_url=None, redoc_url=None)
+    app.state.gateway = context
+    install_error_handlers(app)
+
+    @app.get("/v1/agent/health")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app

@@ -1,0 +1,80 @@
+"""Logging in and out, and refreshing an access token."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+from pydantic import BaseModel, Field
+
+from keyhole.gateway.api_auth import AnyUser, Gateway
+from keyhole.gateway.errors import AuthError
+from keyhole.gateway.passwords import verify_password
+from keyhole.gateway.tokens import Credentials, RefreshReused, open_login, refresh, revoke_login
+from keyhole.gateway.users import find_user
+
+router = APIRouter(prefix="/v1/auth", tags=["auth"])
+
+
+class LoginRequest(BaseModel):
+    user: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class RefreshRequest(BaseModel):
+    refresh_token: str = Field(min_length=1, max_length=256)
+
+
+class TokenPair(BaseModel):
+    user: str
+    role: str
+    access_token: str
+    refresh_token: str
+    access_expires_at: float
+    login_expires_at: float
+
+
+class Me(BaseModel):
+    user: str
+    role: str
+
+
+def _pair(credentials: Credentials) -> TokenPair:
+    return TokenPair(
+        user=credentials.user,
+        role=credentials.role,
+        access_token=credentials.access_token,
+        refresh_token=credentials.refresh_token,
+        access_expires_at=credentials.access_expires_at,
+        login_expires_at=credentials.login_expires_at,
+    )
+
+
+@router.post("/login", responses={401: {"description": "wrong user name or password"}})
+def login(body: LoginRequest, context: Gateway) -> TokenPair:
+    with context.transaction() as db:
+        user = find_user(db, body.user)
+        if not verify_password(user.password_hash if user else None, body.password) or user is None:
+            raise AuthError("wrong user name or password")
+        return _pair(open_login(db, context.token_key, user))
+
+
+@router.post("/refresh", responses={401: {"description": "refresh token expired, revoked or reused"}})
+def refresh_tokens(body: RefreshRequest, context: Gateway) -> TokenPair:
+    try:
+        with context.transaction() as db:
+            return _pair(refresh(db, context.token_key, body.refresh_token))
+    except RefreshReused as reused:
+        with context.transaction() as db:
+            revoke_login(db, reused.login_id)
+        raise
+
+
+@router.post("/logout", status_code=204, responses={401: {"description": "missing or invalid token"}})
+def logout(who: AnyUser, context: Gateway) -> Response:
+    with context.transaction() as db:
+        revoke_login(db, who.login_id)
+    return Response(status_code=204)
+
+
+@router.get("/me", responses={401: {"description": "missing or invalid token"}})
+def me(who: AnyUser) -> Me:
+    return Me(user=who.name, role=who.role)

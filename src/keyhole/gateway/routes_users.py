@@ -1,0 +1,43 @@
+"""Local accounts, managed by admins."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+
+from keyhole.gateway.api_auth import Admin, Gateway
+from keyhole.gateway.api_errors import ApiError
+from keyhole.gateway.models import User
+from keyhole.gateway.users import ROLES, UserError, UserExists, add_user
+
+router = APIRouter(prefix="/v1/users", tags=["users"])
+
+
+class NewUser(BaseModel):
+    name: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=1024)
+    role: str = Field(default="engineer", description=f"one of {', '.join(ROLES)}")
+
+
+class UserOut(BaseModel):
+    name: str
+    role: str
+    created_at: float
+
+
+@router.post("", status_code=201, responses={400: {"description": "invalid or taken name, weak password"}})
+def create_user(body: NewUser, _: Admin, context: Gateway) -> UserOut:
+    try:
+        with context.transaction() as db:
+            user = add_user(db, body.name, body.password, body.role)
+            return UserOut(name=user.name, role=user.role, created_at=user.created_at)
+    except UserError as exc:
+        raise ApiError(409 if isinstance(exc, UserExists) else 400, str(exc)) from None
+
+
+@router.get("")
+def list_users(_: Admin, context: Gateway) -> list[UserOut]:
+    with context.transaction() as db:
+        users = db.scalars(select(User).order_by(User.name))
+        return [UserOut(name=u.name, role=u.role, created_at=u.created_at) for u in users]
