@@ -40,6 +40,18 @@ def test_login_stores_owner_only_credentials_and_logout_revokes_them(gateway: Ru
     assert keyhole("logout", config=config).stdout.strip() == "not logged in"
 
 
+def test_logout_after_the_login_was_revoked_elsewhere_still_forgets_it(gateway: RunningGateway, config: Path) -> None:
+    _login(gateway, config)
+    stored = _stored(config)
+    with gateway.client() as client:  # a copy of the refresh token is used twice: the login is revoked
+        for _ in range(2):
+            client.post("/v1/auth/refresh", json={"refresh_token": stored["refresh_token"]})
+    result = keyhole("logout", config=config)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "logged out (the login had already ended at the gateway)"
+    assert not (config / "credentials.json").exists()
+
+
 def test_an_access_token_near_expiry_is_refreshed_on_the_next_command(gateway: RunningGateway, config: Path) -> None:
     _login(gateway, config)
     stored = _stored(config)
@@ -72,6 +84,8 @@ def test_bad_login_input_is_one_line_and_keeps_the_stored_login(
     _login(gateway, config)
     before = (config / "credentials.json").read_text()
     base = ["--ca", str(gateway.ca), "--user", "admin", "--password-stdin"]
+    empty = tmp_path / "empty.pem"
+    empty.write_text("")
     cases = [
         (["--gateway", gateway.url, *base], "wrong-password\n", 1, "wrong user name or password"),
         (["--gateway", gateway.url.replace("https", "http"), *base], ADMIN_PASSWORD, 2, "must start with https://"),
@@ -83,6 +97,12 @@ def test_bad_login_input_is_one_line_and_keeps_the_stored_login(
         ),
         (["--gateway", "https://127.0.0.1:1", *base], ADMIN_PASSWORD, 2, "cannot reach the gateway"),
         (["--gateway", gateway.url, *base], "\n", 2, "empty password"),
+        (
+            ["--gateway", gateway.url, "--ca", str(empty), "--user", "admin", "--password-stdin"],
+            ADMIN_PASSWORD,
+            2,
+            "holds no PEM certificate",
+        ),
         (["--gateway", gateway.url, "--ca", str(gateway.ca), "--user", "admin"], "", 2, "--password-stdin"),
         (["--gateway", gateway.url], "", 2, "usage: keyhole login"),
     ]

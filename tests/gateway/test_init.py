@@ -88,3 +88,11 @@ def test_serve_on_a_directory_that_is_not_a_state_says_how_to_make_one(tmp_path:
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1
     assert "keyhole gateway init --data" in result.stderr
+
+
+def test_init_where_a_directory_cannot_be_made_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    result = init_state(tmp_path / "file" / "state", tmp_path / "config")
+    assert result.returncode == 1
+    assert result.stderr.startswith("keyhole: cannot create the gateway state in ")
+    assert result.stderr.count("\n") == 1

@@ -3,7 +3,10 @@ refresh tokens rotate, and one used twice ends its login."""
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -131,3 +134,31 @@ def test_only_admins_manage_users_and_bad_input_changes_nothing(gateway: Running
         assert response.status_code == status and needle in response.json()["error"], body
     names = [u["name"] for u in _call(gateway, "GET", "/v1/users", admin).json()]
     assert names == sorted(set(names)) and "eve" not in names and "frank" not in names and "grace" not in names
+
+
+def _at_once(count: int, action: Callable[[], httpx.Response]) -> list[int]:
+    barrier = threading.Barrier(count)
+
+    def run() -> int:
+        barrier.wait()
+        return action().status_code
+
+    with ThreadPoolExecutor(count) as pool:
+        return sorted(pool.map(lambda _: run(), range(count)))
+
+
+def test_a_refresh_token_raced_by_a_copy_works_once_and_ends_the_login(gateway: RunningGateway) -> None:
+    pair = _login(gateway)
+    statuses = _at_once(
+        6, lambda: _call(gateway, "POST", "/v1/auth/refresh", None, {"refresh_token": pair["refresh_token"]})
+    )
+    assert statuses == [200, 401, 401, 401, 401, 401]
+    assert _call(gateway, "GET", "/v1/auth/me", pair["access_token"]).status_code == 401
+
+
+def test_the_same_user_added_twice_at_once_is_one_201_and_clear_409s(gateway: RunningGateway) -> None:
+    admin = _login(gateway)["access_token"]
+    body = {"name": "raced", "password": "raced-password-12"}
+    statuses = _at_once(4, lambda: _call(gateway, "POST", "/v1/users", admin, body))
+    assert statuses == [201, 409, 409, 409]
+    assert "Traceback" not in gateway.log() and "$argon2id$" not in gateway.log()

@@ -4,9 +4,11 @@ a clean stop on SIGTERM, state that survives a restart, and no secret in the gat
 from __future__ import annotations
 
 import datetime as dt
+import json
 import signal
 import socket
 import ssl
+import time
 from pathlib import Path
 
 import httpx
@@ -79,22 +81,49 @@ def test_sigterm_stops_cleanly_and_state_survives_a_restart(tmp_path: Path) -> N
     finally:
         assert first.stop(signal.SIGTERM) == 0
     assert "Shutting down" in first.log() and "Traceback" not in first.log()
+    config = tmp_path / "config"
+    stored = json.loads((config / "credentials.json").read_text())
     log = first.log()
-    for secret in (ADMIN_PASSWORD, "heidi-password-1", (data / "token.key").read_bytes().hex()):
+    for secret in (ADMIN_PASSWORD, "heidi-password-1", stored["access_token"], stored["refresh_token"], "$argon2id$"):
         assert secret not in log
 
     second = start_gateway(data, first.port, first.agent_port)
     try:
-        config = tmp_path / "config"
-        stored = (config / "credentials.json").read_text()
-        # The stored login, the new user and the old refresh token all still work.
+        # As if fifteen minutes had passed: the next command must refresh with the refresh token
+        # issued before the restart, which proves the logins and the token key were kept.
+        stored["access_expires_at"] = time.time() - 1
+        (config / "credentials.json").write_text(json.dumps(stored))
         listed = keyhole("user", "list", config=config)
-        assert listed.returncode == 0 and "heidi\tengineer" in listed.stdout
+        assert listed.returncode == 0, listed.stderr
+        assert "heidi\tengineer" in listed.stdout
+        assert json.loads((config / "credentials.json").read_text())["refresh_token"] != stored["refresh_token"]
         heidi = cli_login(second.url, second.ca, tmp_path / "heidi", "heidi", "heidi-password-1")
         assert heidi.returncode == 0, heidi.stderr
-        assert stored
     finally:
         second.stop()
+
+
+def test_a_damaged_state_is_one_line(tmp_path: Path) -> None:
+    data = tmp_path / "state"
+    assert init_state(data, tmp_path / "config").returncode == 0
+    (data / "signing.key").write_text("not a key")
+    result = keyhole(
+        "gateway",
+        "serve",
+        "--data",
+        str(data),
+        "--listen",
+        "127.0.0.1:0",
+        "--agent-listen",
+        "127.0.0.1:0",
+        config=tmp_path / "config",
+    )
+    assert result.returncode == 1
+    assert (
+        result.stderr.splitlines()[-1] == f"keyhole: the gateway state in {data} is damaged or unreadable: "
+        f"{data / 'signing.key'} is not a PEM private key"
+    )
+    assert "Traceback" not in result.stderr
 
 
 def test_a_taken_port_is_one_clear_line(gateway: RunningGateway, tmp_path: Path) -> None:

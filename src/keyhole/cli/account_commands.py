@@ -37,6 +37,8 @@ def login(
         ca_pem = ca.read_text()
     except OSError as exc:
         raise CliError(f"cannot read the CA file {ca}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise CliError(f"the CA file {ca} is not text; use the gateway's ca.pem") from None
     gateway_client.tls_context(ca_pem)
     password = read_password(password_stdin, f"password for {user}: ")
     response = gateway_client.call(
@@ -58,13 +60,13 @@ def logout() -> None:
         return
     response = gateway_client.call(login.gateway, login.ca_pem, "POST", "/v1/auth/logout", token=login.access_token)
     if response.status_code == 401:
-        # The access token has expired: refreshing gives one that can revoke the login.
-        try:
-            login = gateway_client.fresh_login()
-        except CliError:
-            credentials.forget()
+        # The access token is refused: a refresh either gives one that can revoke the login, or shows
+        # the login has already ended (401 again). Any other failure keeps the stored login.
+        refreshed = gateway_client.refresh_login(login)
+        if refreshed is None:
             typer.echo("logged out (the login had already ended at the gateway)")
             return
+        login = refreshed
         response = gateway_client.call(login.gateway, login.ca_pem, "POST", "/v1/auth/logout", token=login.access_token)
     gateway_client.expect(response, 204)
     credentials.forget()

@@ -19,10 +19,15 @@ REFRESH_MARGIN = 30.0
 
 
 def tls_context(ca_pem: str) -> ssl.SSLContext:
+    """Trusts the gateway's CA and nothing else (not the system's CAs, even for an empty file)."""
+    if "-----BEGIN CERTIFICATE-----" not in ca_pem:
+        raise CliError("the CA file holds no PEM certificate; use the gateway's ca.pem")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     try:
-        return ssl.create_default_context(cadata=ca_pem)
-    except ssl.SSLError:
-        raise CliError("the CA file is not a PEM certificate; use the gateway's ca.pem") from None
+        context.load_verify_locations(cadata=ca_pem)
+    except (ssl.SSLError, ValueError):
+        raise CliError("the CA file is not a valid PEM certificate; use the gateway's ca.pem") from None
+    return context
 
 
 def _error_text(response: httpx.Response) -> str:
@@ -79,13 +84,15 @@ def store(gateway: str, ca_pem: str, body: dict[str, Any]) -> StoredLogin:
     return login
 
 
-def _refresh(login: StoredLogin) -> StoredLogin:
+def refresh_login(login: StoredLogin) -> StoredLogin | None:
+    """New tokens for a stored login; None (and the stored login forgotten) when the gateway says
+    the login has ended. Any other failure raises and keeps the stored login."""
     response = call(
         login.gateway, login.ca_pem, "POST", "/v1/auth/refresh", body={"refresh_token": login.refresh_token}
     )
     if response.status_code == 401:
         credentials.forget()
-        raise CliError(f"{_error_text(response)}", exit_code=1)
+        return None
     return store(login.gateway, login.ca_pem, expect(response))
 
 
@@ -95,7 +102,10 @@ def fresh_login() -> StoredLogin:
         credentials.forget()
         raise CliError("the login has expired; log in again: keyhole login")
     if login.access_expires_at - REFRESH_MARGIN <= time.time():
-        login = _refresh(login)
+        refreshed = refresh_login(login)
+        if refreshed is None:
+            raise CliError("the login has ended (logged out, revoked or expired); log in again: keyhole login", 1)
+        login = refreshed
     return login
 
 

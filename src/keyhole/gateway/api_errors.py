@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from keyhole.gateway.errors import AuthError, GatewayError
 
@@ -50,8 +51,32 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         return JSONResponse(_body(str(exc.detail)), status_code=exc.status_code, headers=exc.headers)
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        # The type only: an exception's text can carry a value from the request or the database.
-        _log.error("internal error on %s %s: %s", request.method, request.url.path, type(exc).__name__)
-        return JSONResponse(_body("internal error (the gateway logged its type); please report it"), status_code=500)
+    app.add_middleware(_QuietServerErrors)
+
+
+class _QuietServerErrors:
+    """Answers an unexpected error with a one-line 500 and logs the exception's type only. Starlette's
+    own handler re-raises, and uvicorn would then log the traceback, whose text can carry request
+    values or database parameters (password hashes)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            _log.error("internal error on %s %s: %s", scope.get("method"), scope.get("path"), type(exc).__name__)
+            if not started:
+                response = JSONResponse(_body("internal error (the gateway logged its type); please report it"), 500)
+                await response(scope, receive, send)

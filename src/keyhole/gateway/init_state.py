@@ -64,7 +64,18 @@ def init_state(root: Path, admin_password: str | None, extra_hosts: list[str]) -
                 add_user(db, "admin", password, "admin")
         finally:
             engine.dispose()
-    except BaseException:
+    except BaseException as exc:
+        _undo(root, created_root)
+        if isinstance(exc, OSError):
+            raise GatewayError(
+                f"cannot create the gateway state in {root}: {exc.strerror or exc}; nothing was left behind"
+            ) from None
+        raise
+    return InitResult(paths, password if generated else None)
+
+
+def _undo(root: Path, created_root: bool) -> None:
+    if root.is_dir():
         if created_root:
             shutil.rmtree(root, ignore_errors=True)
         else:
@@ -73,5 +84,3 @@ def init_state(root: Path, admin_password: str | None, extra_hosts: list[str]) -
                     shutil.rmtree(path, ignore_errors=True)
                 else:
                     path.unlink(missing_ok=True)
-        raise
-    return InitResult(paths, password if generated else None)

@@ -78,11 +78,16 @@ def _address(sock: socket.socket) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-async def _serve(context: GatewayContext, user_sock: socket.socket, agent_sock: socket.socket) -> None:
-    servers = [
-        (_Server(_config(create_user_app(context), context, client_certs=False)), user_sock),
-        (_Server(_config(create_agent_app(context), context, client_certs=True)), agent_sock),
-    ]
+def _loaded(config: uvicorn.Config) -> _Server:
+    """Load the TLS files now, so that a damaged key is one line before serving, not a traceback."""
+    try:
+        config.load()
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        raise GatewayError(f"cannot load the gateway's TLS certificate or key: {exc}") from None
+    return _Server(config)
+
+
+async def _serve(servers: list[tuple[_Server, socket.socket]]) -> None:
     loop = asyncio.get_running_loop()
 
     def stop() -> None:
@@ -93,8 +98,8 @@ async def _serve(context: GatewayContext, user_sock: socket.socket, agent_sock: 
         loop.add_signal_handler(sig, stop)
     tasks = [asyncio.create_task(server.serve(sockets=[sock])) for server, sock in servers]
     # Tests and scripts read these two lines to find the ports (port 0 picks free ones).
-    print(f"keyhole gateway: user API on https://{_address(user_sock)}", flush=True)
-    print(f"keyhole gateway: agents on https://{_address(agent_sock)} (client certificate required)", flush=True)
+    print(f"keyhole gateway: user API on https://{_address(servers[0][1])}", flush=True)
+    print(f"keyhole gateway: agents on https://{_address(servers[1][1])} (client certificate required)", flush=True)
     await asyncio.gather(*tasks)
 
 
@@ -107,7 +112,11 @@ def serve(context: GatewayContext, listen: Listen, agent_listen: Listen) -> None
             user_sock.close()
             raise
         try:
-            asyncio.run(_serve(context, user_sock, agent_sock))
+            servers = [
+                (_loaded(_config(create_user_app(context), context, client_certs=False)), user_sock),
+                (_loaded(_config(create_agent_app(context), context, client_certs=True)), agent_sock),
+            ]
+            asyncio.run(_serve(servers))
         finally:
             user_sock.close()
             agent_sock.close()

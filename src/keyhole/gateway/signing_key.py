@@ -15,7 +15,10 @@ def new_signing_key_pem() -> bytes:
 
 
 def load_signing_key(path: Path) -> Ed25519PrivateKey:
-    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except (ValueError, TypeError):
+        raise ValueError(f"{path} is not a PEM private key") from None
     if not isinstance(key, Ed25519PrivateKey):
         raise ValueError(f"{path} is not an ed25519 private key")
     return key

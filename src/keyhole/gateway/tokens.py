@@ -90,9 +90,15 @@ def refresh(db: Session, key: bytes, token: str) -> Credentials:
     login = db.get(Login, row.login_id) if row is not None else None
     if row is None or login is None or login.revoked_at is not None or login.expires_at <= now:
         raise AuthError("the refresh token is not valid (expired, revoked or unknown); log in again: keyhole login")
-    if row.used_at is not None:
+    # Claimed in one statement: two requests racing with the same token cannot both see it unused.
+    claim = db.execute(
+        update(RefreshToken)
+        .where(RefreshToken.digest == row.digest, RefreshToken.used_at.is_(None))
+        .values(used_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    if getattr(claim, "rowcount", 0) != 1:
         raise RefreshReused(login.id)
-    row.used_at = now
     user = db.get(User, login.user_id)
     if user is None:
         raise AuthError("the user of this login no longer exists")

@@ -6,6 +6,7 @@ import re
 import time
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from keyhole.gateway.errors import GatewayError
@@ -46,6 +47,10 @@ def add_user(db: Session, name: str, password: str, role: str) -> User:
     if find_user(db, name) is not None:
         raise UserExists(f"user {name!r} already exists; pick another name")
     user = User(name=name, password_hash=hash_password(password), role=role, created_at=time.time())
-    db.add(user)
-    db.flush()
+    try:
+        with db.begin_nested():  # two admins adding the same name at once: the second gets a clear answer
+            db.add(user)
+            db.flush()
+    except IntegrityError:
+        raise UserExists(f"user {name!r} already exists; pick another name") from None
     return user
