@@ -23,45 +23,25 @@ class RefreshRequest(BaseModel):
     refresh_token: str = Field(min_length=1, max_length=256)
 
 
-class TokenPair(BaseModel):
-    user: str
-    role: str
-    access_token: str
-    refresh_token: str
-    access_expires_at: float
-    login_expires_at: float
-
-
 class Me(BaseModel):
     user: str
     role: str
 
 
-def _pair(credentials: Credentials) -> TokenPair:
-    return TokenPair(
-        user=credentials.user,
-        role=credentials.role,
-        access_token=credentials.access_token,
-        refresh_token=credentials.refresh_token,
-        access_expires_at=credentials.access_expires_at,
-        login_expires_at=credentials.login_expires_at,
-    )
-
-
 @router.post("/login", responses={401: {"description": "wrong user name or password"}})
-def login(body: LoginRequest, context: Gateway) -> TokenPair:
+def login(body: LoginRequest, context: Gateway) -> Credentials:
     with context.transaction() as db:
         user = find_user(db, body.user)
         if not verify_password(user.password_hash if user else None, body.password) or user is None:
             raise AuthError("wrong user name or password")
-        return _pair(open_login(db, context.token_key, user))
+        return open_login(db, context.token_key, user)
 
 
 @router.post("/refresh", responses={401: {"description": "refresh token expired, revoked or reused"}})
-def refresh_tokens(body: RefreshRequest, context: Gateway) -> TokenPair:
+def refresh_tokens(body: RefreshRequest, context: Gateway) -> Credentials:
     try:
         with context.transaction() as db:
-            return _pair(refresh(db, context.token_key, body.refresh_token))
+            return refresh(db, context.token_key, body.refresh_token)
     except RefreshReused as reused:
         with context.transaction() as db:
             revoke_login(db, reused.login_id)
