@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 
 import jwt
-from sqlalchemy import select, update
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from keyhole.gateway.errors import AuthError
@@ -135,9 +135,3 @@ def authenticate(db: Session, key: bytes, token: str) -> Caller:
     if user is None or user.name != claims["sub"]:
         raise AuthError("the user of this token no longer exists")
     return Caller(user.id, user.name, user.role, login.id)
-
-
-def active_logins(db: Session, user_id: int) -> list[Login]:
-    now = time.time()
-    query = select(Login).where(Login.user_id == user_id, Login.revoked_at.is_(None), Login.expires_at > now)
-    return list(db.scalars(query))
