@@ -4,6 +4,21 @@ This top-level package stays import-light: the agent runs inside customer proces
 pull in the CLI's or the gateway's dependencies.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from keyhole.agent.agent import Agent
+
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+
+def start(gateway: str | None = None, **settings: Any) -> Agent:
+    """Start an agent in this process, linked to a gateway. See keyhole.agent.start.start."""
+    from keyhole.agent.start import start as start_agent
+
+    return start_agent(gateway, **settings)
+
+
+__all__ = ["__version__", "start"]

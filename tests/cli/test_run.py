@@ -259,7 +259,11 @@ def test_an_invalid_probe_file_stops_keyhole_before_the_program(
         ),
         (["run", "--probes", "{probes}", "--metric-interval", "fast", "--", sys.executable], "--metric-interval"),
         (["frobnicate"], "No such command"),
-        (["events"], "missing --file"),
+        (["events"], "not logged in"),
+        (["run", "--gateway", "http://127.0.0.1:1", "--service", "shop", "--", sys.executable], "https:// URL"),
+        (["run", "--gateway", "https://127.0.0.1:1", "--", sys.executable], "no service name"),
+        (["run", "--gateway", "https://127.0.0.1:1", "--service", "shop", "--", sys.executable], "no enrollment token"),
+        (["run", "--probes", "{probes}", "--gateway", "https://127.0.0.1:1", "--", sys.executable], "cannot be used"),
         (["events", "--file", "/nonexistent/events.jsonl"], "events file /nonexistent/events.jsonl not found"),
     ],
 )
@@ -268,7 +272,8 @@ def test_usage_errors_are_one_line_and_exit_2(tmp_path: Path, app: Path, args: l
     bad_yaml = tmp_path / "bad.yaml"
     bad_yaml.write_text("probes:\n  - id: [unclosed\n")
     filled = [a.format(probes=probes, bad_yaml=bad_yaml) for a in args]
-    result = _run([KEYHOLE, *filled], tmp_path)
+    isolated = {"KEYHOLE_CONFIG_DIR": str(tmp_path / "config"), "KEYHOLE_ENROLL_TOKEN": "", "KEYHOLE_SERVICE": ""}
+    result = _run([KEYHOLE, *filled], tmp_path, env=isolated)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr

@@ -327,6 +327,11 @@ class Agent:
             return
         q.put(event)
 
+    def report(self, probe_id: str | None, kind: str, **fields: Any) -> None:
+        """Send a status event from outside the probes (the gateway link: a refused command, probes
+        dropped by the dead-man switch)."""
+        self.emit(self._status(probe_id, kind, **fields))
+
     def probe_disabled(self, probe: Probe, reason: str) -> None:
         if self._paused:
             self._revive()

@@ -9,6 +9,7 @@ its own child processes are not probed), then calls start_from_spec.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import time
@@ -25,6 +26,7 @@ from keyhole.protocol.probe_spec import parse_probe_file_data
 ENV_SPEC = "KEYHOLE_RUN_SPEC"
 ENV_PYTHONPATH = "KEYHOLE_RUN_PYTHONPATH"  # the program's own PYTHONPATH; unset means it had none
 ENV_BOOTSTRAP = "KEYHOLE_RUN_BOOTSTRAP"
+_log = logging.getLogger("keyhole.agent")
 
 
 def _report(out: str, message: str) -> None:
@@ -47,12 +49,34 @@ def _report(out: str, message: str) -> None:
         pass
 
 
+def _start_linked(settings: dict[str, Any]) -> Agent | None:
+    from keyhole.agent.start import start
+
+    try:
+        agent = start(
+            settings["url"],
+            service=settings["service"],
+            token=settings["token"],
+            ca=settings["ca_pem"],
+            labels=settings.get("labels") or {},
+        )
+    except (AgentError, OSError, KeyError, TypeError, ValueError) as exc:
+        _log.warning("keyhole agent did not start: %s", exc)
+        return None
+    main = sys.argv[0] if sys.argv and sys.argv[0] not in ("", "-c", "-m") else None
+    if main and os.path.isfile(main):
+        agent.watch_main(os.path.abspath(main))
+    return agent
+
+
 def start_from_spec(spec_json: str) -> Agent | None:
     """Start the agent with the probe file the CLI validated (as JSON)."""
     try:
         config: dict[str, Any] = json.loads(spec_json)
     except ValueError:
         return None
+    if isinstance(config.get("gateway"), dict):
+        return _start_linked(config["gateway"])
     out = config.get("out") or "keyhole-events.jsonl"
     try:
         probe_file = parse_probe_file_data({"probes": config["probes"], "redaction": config.get("redaction")})

@@ -32,8 +32,8 @@ def thread_name(ident: int) -> str:
 def thread_stacks(skip: int | None = None) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for ident, frame in sys._current_frames().items():
-        if ident == skip:
-            continue
+        if ident == skip or thread_name(ident).startswith("keyhole-"):
+            continue  # keyhole's own threads (agent, link, upload) are not the application's
         frames: list[dict[str, Any]] = []
         current: types.FrameType | None = frame
         while current is not None and len(frames) < MAX_FRAMES:

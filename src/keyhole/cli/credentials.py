@@ -35,17 +35,20 @@ class StoredLogin:
     login_expires_at: float
 
 
-def save(login: StoredLogin) -> Path:
-    path = credentials_path()
+def write_private_json(path: Path, data: object) -> Path:
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     temporary = path.with_name(path.name + ".new")
     temporary.unlink(missing_ok=True)
     # Created 0600 from the start, then renamed over the old file: never readable by others, never half-written.
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as handle:
-        json.dump(asdict(login), handle)
+        json.dump(data, handle)
     os.replace(temporary, path)
     return path
+
+
+def save(login: StoredLogin) -> Path:
+    return write_private_json(credentials_path(), asdict(login))
 
 
 def load() -> StoredLogin:

@@ -45,6 +45,18 @@ def show_events(path: Path, *, as_json: bool, probe: str | None, follow: bool) -
         print(f"keyhole: {bad} line(s) of {path} were not JSON and were skipped", file=sys.stderr)
 
 
+def print_events(events: list[dict[str, Any]], *, as_json: bool) -> None:
+    """Events from the gateway: the same views as for a file."""
+    for event in events:
+        if as_json:
+            print(json.dumps(event), flush=True)
+            continue
+        try:
+            render_event(event, _console)
+        except Exception:  # an event of an unexpected shape is shown as it is, never as a traceback
+            _console.print(escape(json.dumps(event)))
+
+
 def _lines(path: Path, follow: bool) -> Iterator[str]:
     try:
         handle = path.open(encoding="utf-8", errors="replace")

@@ -41,12 +41,20 @@ def _error_text(response: httpx.Response) -> str:
 
 
 def call(
-    gateway: str, ca_pem: str, method: str, path: str, *, token: str | None = None, body: Any = None
+    gateway: str,
+    ca_pem: str,
+    method: str,
+    path: str,
+    *,
+    token: str | None = None,
+    body: Any = None,
+    timeout: float | None = None,
 ) -> httpx.Response:
     """One request; raises CliError for anything that is not a response, returns any response."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        with httpx.Client(base_url=gateway, verify=tls_context(ca_pem), timeout=TIMEOUT) as client:
+        limits = TIMEOUT if timeout is None else httpx.Timeout(timeout, connect=5.0)
+        with httpx.Client(base_url=gateway, verify=tls_context(ca_pem), timeout=limits) as client:
             return client.request(method, path, json=body, headers=headers)
     except httpx.ConnectError as exc:
         if "CERTIFICATE_VERIFY_FAILED" in str(exc):
@@ -109,8 +117,8 @@ def fresh_login() -> StoredLogin:
     return login
 
 
-def api(method: str, path: str, body: Any = None, ok: tuple[int, ...] = (200,)) -> Any:
+def api(method: str, path: str, body: Any = None, ok: tuple[int, ...] = (200,), timeout: float | None = None) -> Any:
     """A request as the logged-in user; refreshes the access token when it is close to expiry."""
     login = fresh_login()
-    response = call(login.gateway, login.ca_pem, method, path, token=login.access_token, body=body)
+    response = call(login.gateway, login.ca_pem, method, path, token=login.access_token, body=body, timeout=timeout)
     return expect(response, *ok)

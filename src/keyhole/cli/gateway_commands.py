@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from keyhole.cli.errors import CliError
+from keyhole.cli.options import duration_option
 
 gateway_app = typer.Typer(help="Create and run a gateway.", no_args_is_help=True)
 
@@ -62,6 +63,9 @@ def serve(
     agent_listen: Annotated[
         str, typer.Option("--agent-listen", help="Agent endpoint address, HOST:PORT (mutual TLS).")
     ] = "127.0.0.1:8444",
+    agent_cert_ttl: Annotated[
+        str, typer.Option("--agent-cert-ttl", help="Lifetime of agents' client certificates (renewed at two thirds).")
+    ] = "12h",
 ) -> None:
     """Serve the user API and the agent endpoint until SIGTERM or Ctrl-C."""
     from keyhole.gateway.context import GatewayContext
@@ -76,7 +80,8 @@ def serve(
     try:
         user_address = Listen.parse(listen, "--listen")
         agent_address = Listen.parse(agent_listen, "--agent-listen")
+        cert_ttl = duration_option(agent_cert_ttl, "--agent-cert-ttl", minimum=60.0, maximum=7 * 86400.0)
         context = GatewayContext.open(StatePaths(data))
-        run_server(context, user_address, agent_address)
+        run_server(context, user_address, agent_address, cert_ttl)
     except _gateway_errors() as exc:
         raise CliError(str(exc), exit_code=1) from None

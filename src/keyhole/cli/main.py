@@ -42,7 +42,19 @@ def run(
         list[str] | None,
         typer.Argument(help="The program: python app.py, python -m pkg, or a console script.", show_default=False),
     ] = None,
+    *,
     probes: Annotated[Path, typer.Option("--probes", help="Probe file, JSON or YAML.", show_default=False)] = Path(),
+    gateway: Annotated[
+        str | None,
+        typer.Option("--gateway", help="Take probes from this gateway (https://HOST:PORT).", show_default=False),
+    ] = None,
+    service: Annotated[str | None, typer.Option("--service", help="With --gateway: the service's name.")] = None,
+    ca: Annotated[
+        str | None, typer.Option("--ca", help="With --gateway: the gateway's ca.pem (else KEYHOLE_CA).")
+    ] = None,
+    label: Annotated[
+        list[str] | None, typer.Option("--label", help="With --gateway: KEY=VALUE label (repeatable).")
+    ] = None,
     out: Annotated[Path, typer.Option("--out", help="Events file (JSON lines), started afresh.")] = Path(
         "keyhole-events.jsonl"
     ),
@@ -50,16 +62,26 @@ def run(
         float, typer.Option("--metric-interval", min=0.1, max=3600, help="Seconds between metric reports.")
     ] = 5.0,
 ) -> None:
-    """Run a Python program with keyhole's agent and the probes of a file (local mode, no gateway).
+    """Run a Python program with keyhole's agent: probes from a file (local mode), or from a gateway.
 
     Usage: keyhole run --probes probes.yaml [--out events.jsonl] -- python app.py [ARG...]
+    or:    KEYHOLE_ENROLL_TOKEN=... keyhole run --gateway URL --service NAME --ca ca.pem -- python app.py
     """
-    from keyhole.cli.run import execute, plan_run, prepare_out
+    from keyhole.cli.options import labels_option
+    from keyhole.cli.run import execute, plan_gateway_run, plan_run, prepare_out
 
+    if gateway is not None or service is not None:
+        if probes != Path():
+            raise CliError("--probes (local mode) and --gateway cannot be used together; choose one")
+        settings = {"gateway": gateway, "service": service, "token": None, "ca": ca}
+        execute(plan_gateway_run(settings, labels_option(label), list(command or [])))
+        return
     if probes == Path():
-        raise CliError("missing --probes FILE; usage: keyhole run --probes probes.yaml -- python app.py")
+        raise CliError(
+            "missing --probes FILE or --gateway URL; usage: keyhole run --probes probes.yaml -- python app.py"
+        )
     plan = plan_run(probes, out, list(command or []), metric_interval)
-    prepare_out(plan.out)
+    prepare_out(out)
     execute(plan)
 
 
@@ -72,21 +94,33 @@ def events(
     probe: Annotated[str | None, typer.Option("--probe", help="Only this probe's events.")] = None,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep reading as events are written.")] = False,
 ) -> None:
-    """Show events: snapshots as a stack with a tree of locals, log lines, metrics, status."""
+    """Show events of the current session (or of a file keyhole run wrote, with --file): snapshots as
+    a stack with a tree of locals, log lines, metrics, status."""
+    if file == Path():
+        from keyhole.cli.session_events import show_session_events
+
+        show_session_events(as_json=as_json, probe=probe, follow=follow)
+        return
     from keyhole.cli.events_view import show_events
 
-    if file == Path():
-        raise CliError("missing --file EVENTS.jsonl (the events file keyhole run wrote)")
     show_events(file, as_json=as_json, probe=probe, follow=follow)
 
 
+from keyhole.cli import probe_commands  # noqa: E402
 from keyhole.cli.account_commands import login, logout, user_app  # noqa: E402
+from keyhole.cli.agent_commands import agent_app, agents  # noqa: E402
 from keyhole.cli.gateway_commands import gateway_app  # noqa: E402
+from keyhole.cli.session_commands import session_app  # noqa: E402
 
 app.add_typer(gateway_app, name="gateway")
 app.add_typer(user_app, name="user")
+app.add_typer(agent_app, name="agent")
+app.add_typer(session_app, name="session")
 app.command("login")(login)
 app.command("logout")(logout)
+app.command("agents")(agents)
+for _name in ("snap", "log", "metric", "fn", "exc", "probes", "rm", "stacks"):
+    app.command(_name)(getattr(probe_commands, _name))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,7 +30,7 @@ class RunPlan:
     executable: str
     argv: list[str]
     env: dict[str, str]
-    out: Path
+    out: Path | None
 
 
 def bootstrap_dir() -> str:
@@ -138,7 +138,45 @@ def plan_run(probes: Path, out: Path, command: list[str], metric_interval: float
         raise CliError(
             f"probe file {probes} is too large ({len(encoded)} bytes once validated; the limit is {MAX_SPEC_BYTES})"
         )
+    return RunPlan(executable=executable, argv=argv, env=_environment(encoded, dict(os.environ)), out=out)
+
+
+def plan_gateway_run(settings: dict[str, str | None], labels: dict[str, str], command: list[str]) -> RunPlan:
+    """`keyhole run --gateway URL --service NAME -- COMMAND`: the agent takes its probes from the
+    gateway. Everything that can be checked here is, so a mistake is one line before the program starts."""
+    from keyhole.agent.errors import AgentError
+    from keyhole.agent.link_config import ENV_TOKEN, build_config
+
+    if not command:
+        raise CliError("no program given; usage: keyhole run --gateway URL --service NAME -- python app.py")
     env = dict(os.environ)
+    try:
+        config = build_config(
+            settings["gateway"],
+            service=settings["service"],
+            token=settings["token"],
+            ca=settings["ca"],
+            labels=labels or None,
+            environ=env,
+        )
+    except AgentError as exc:
+        raise CliError(str(exc)) from None
+    executable, argv = resolve_interpreter(command)
+    # The token travels in the bootstrap's variable, which it removes: the program never sees it.
+    env.pop(ENV_TOKEN, None)
+    spec = {
+        "gateway": {
+            "url": f"https://{config.host}:{config.port}",
+            "service": config.service,
+            "token": config.token,
+            "ca_pem": config.ca_pem,
+            "labels": config.labels,
+        }
+    }
+    return RunPlan(executable=executable, argv=argv, env=_environment(json.dumps(spec), env), out=None)
+
+
+def _environment(encoded: str, env: dict[str, str]) -> dict[str, str]:
     original = env.get("PYTHONPATH")
     boot = bootstrap_dir()
     if original is not None:
@@ -148,7 +186,7 @@ def plan_run(probes: Path, out: Path, command: list[str], metric_interval: float
     env["PYTHONPATH"] = boot + (os.pathsep + original if original else "")
     env[ENV_SPEC] = encoded
     env[ENV_BOOTSTRAP] = boot
-    return RunPlan(executable=executable, argv=argv, env=env, out=out)
+    return env
 
 
 def prepare_out(out: Path) -> None:

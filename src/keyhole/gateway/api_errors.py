@@ -43,6 +43,11 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _auth(_: Request, exc: AuthError) -> JSONResponse:
         return JSONResponse(_body(str(exc)), status_code=401, headers={"WWW-Authenticate": "Bearer"})
 
+    @app.exception_handler(GatewayError)
+    async def _refused(_: Request, exc: GatewayError) -> JSONResponse:
+        # Any other GatewayError is a request the caller can fix; its message says how.
+        return JSONResponse(_body(str(exc)), status_code=400)
+
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse(_body(_validation_message(exc)), status_code=422)

@@ -6,7 +6,16 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 import keyhole
-from keyhole.gateway import routes_auth, routes_users
+from keyhole.gateway import (
+    routes_agents,
+    routes_auth,
+    routes_enroll,
+    routes_events,
+    routes_link,
+    routes_probes,
+    routes_sessions,
+    routes_users,
+)
 from keyhole.gateway.api_errors import install_error_handlers
 from keyhole.gateway.context import GatewayContext
 
@@ -23,6 +32,11 @@ def create_user_app(context: GatewayContext) -> FastAPI:
     install_error_handlers(app)
     app.include_router(routes_auth.router)
     app.include_router(routes_users.router)
+    app.include_router(routes_enroll.router)
+    app.include_router(routes_agents.router)
+    app.include_router(routes_sessions.router)
+    app.include_router(routes_probes.router)
+    app.include_router(routes_events.router)
 
     @app.get("/v1/health", tags=["health"])
     def health() -> dict[str, str]:
@@ -35,6 +49,7 @@ def create_agent_app(context: GatewayContext) -> FastAPI:
     app = FastAPI(title="keyhole gateway: agent endpoint", version=keyhole.__version__, docs_url=None, redoc_url=None)
     app.state.gateway = context
     install_error_handlers(app)
+    app.include_router(routes_link.router)
 
     @app.get("/v1/agent/health")
     def health() -> dict[str, str]:

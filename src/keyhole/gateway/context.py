@@ -1,18 +1,23 @@
-"""What a running gateway holds open: its state paths, database and keys."""
+"""What a running gateway holds open: its state paths, database and keys, and what its two
+listeners share in memory (who is connected, the long-polls to wake)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from keyhole.gateway.authority import Issued, load_ca
+from keyhole.gateway.connections import Connections
 from keyhole.gateway.database import migrate, open_engine, session_factory
 from keyhole.gateway.errors import GatewayError
+from keyhole.gateway.notifier import Notifier
+from keyhole.gateway.probe_commands import LiveProbe
 from keyhole.gateway.signing_key import load_signing_key
 from keyhole.gateway.state_paths import StatePaths
 
@@ -32,6 +37,15 @@ class GatewayContext:
     sessions: sessionmaker[Session]
     token_key: bytes
     signing_key: Ed25519PrivateKey
+    ca: Issued
+    # Set by `serve`: where agents connect after enrolling, and how long their certificates last.
+    agent_port: int = 0
+    agent_cert_ttl: float = 12 * 3600.0
+    probe_sets: Notifier = field(default_factory=Notifier)  # keyed by service
+    session_events: Notifier = field(default_factory=Notifier)  # keyed by session id
+    connections: Connections = field(default_factory=Connections)
+    # service -> (probe-set generation it was read at, the live probes then)
+    probe_set_cache: dict[str, tuple[int, list[LiveProbe]]] = field(default_factory=dict)
 
     @classmethod
     def open(cls, paths: StatePaths) -> GatewayContext:
@@ -40,6 +54,7 @@ class GatewayContext:
         try:
             token_key = paths.token_key.read_bytes()
             signing_key = load_signing_key(paths.signing_key)
+            ca = load_ca(paths.ca_cert.read_bytes(), paths.ca_key.read_bytes())
             migrate(engine)  # a newer keyhole on an older state upgrades it in place
         except (OSError, ValueError, SQLAlchemyError) as exc:
             engine.dispose()
@@ -47,7 +62,7 @@ class GatewayContext:
         if len(token_key) < 32:
             engine.dispose()
             raise GatewayError(f"{paths.token_key} is damaged (shorter than 32 bytes)")
-        return cls(paths, engine, session_factory(engine), token_key, signing_key)
+        return cls(paths, engine, session_factory(engine), token_key, signing_key, ca)
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Float, ForeignKey, Integer, String
+from sqlalchemy import Float, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -42,3 +42,107 @@ class RefreshToken(Base):
     login_id: Mapped[str] = mapped_column(ForeignKey("logins.id", ondelete="CASCADE"), index=True)
     expires_at: Mapped[float] = mapped_column(Float)
     used_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class EnrollToken(Base):
+    """A single-use enrollment token, stored as a SHA-256 digest."""
+
+    __tablename__ = "enroll_tokens"
+
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    service: Mapped[str] = mapped_column(String(64))
+    labels: Mapped[str] = mapped_column(Text)  # JSON object
+    created_by: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    created_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float)
+    used_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    credential_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+
+
+class AgentCredential(Base):
+    """What one enrollment produced: the identity in the agent's client certificates (their common
+    name), bound to one service. Processes forked from an enrolled one share it."""
+
+    __tablename__ = "agent_credentials"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    service: Mapped[str] = mapped_column(String(64), index=True)
+    labels: Mapped[str] = mapped_column(Text)
+    enrolled_at: Mapped[float] = mapped_column(Float)
+    cert_expires_at: Mapped[float] = mapped_column(Float)
+    revoked_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class Instance(Base):
+    """One agent process, as its hello described it."""
+
+    __tablename__ = "instances"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    credential_id: Mapped[str] = mapped_column(ForeignKey("agent_credentials.id", ondelete="CASCADE"), index=True)
+    service: Mapped[str] = mapped_column(String(64), index=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    python: Mapped[str] = mapped_column(String(32))
+    keyhole: Mapped[str] = mapped_column(String(32))
+    labels: Mapped[str] = mapped_column(Text)
+    first_seen: Mapped[float] = mapped_column(Float)
+    last_seen: Mapped[float] = mapped_column(Float)
+    dropped: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class DebugSession(Base):
+    """A time-boxed debug session on one service, owned by the user who opened it."""
+
+    __tablename__ = "debug_sessions"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    service: Mapped[str] = mapped_column(String(64), index=True)
+    reason: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float)
+    ended_at: Mapped[float | None] = mapped_column(Float, nullable=True, index=True)
+    end_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
+
+
+class ProbeRecord(Base):
+    """One probe set in a session, with the signed command the agents receive."""
+
+    __tablename__ = "probes"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    session_id: Mapped[str] = mapped_column(ForeignKey("debug_sessions.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    spec: Mapped[str] = mapped_column(Text)  # JSON, the wire form
+    instance_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    payload: Mapped[str] = mapped_column(Text)
+    signature: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float)
+    removed_at: Mapped[float | None] = mapped_column(Float, nullable=True, index=True)
+
+
+class ProbeStatus(Base):
+    """Where one probe stands in one instance, as that instance last reported."""
+
+    __tablename__ = "probe_status"
+
+    probe_id: Mapped[str] = mapped_column(ForeignKey("probes.id", ondelete="CASCADE"), primary_key=True)
+    instance_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16))
+    detail: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+
+class EventRecord(Base):
+    """A data event of a live session. Deleted with its session's end (rule 5)."""
+
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    session_id: Mapped[str] = mapped_column(ForeignKey("debug_sessions.id", ondelete="CASCADE"), index=True)
+    probe_id: Mapped[str] = mapped_column(String(64), index=True)
+    instance_id: Mapped[str] = mapped_column(String(64))
+    received_at: Mapped[float] = mapped_column(Float)
+    body: Mapped[str] = mapped_column(Text)

@@ -5,17 +5,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
 import socket
 import ssl
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import uvicorn
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.concurrency import run_in_threadpool
 
 from keyhole.gateway.app import create_agent_app, create_user_app
 from keyhole.gateway.context import GatewayContext
 from keyhole.gateway.errors import GatewayError
+from keyhole.gateway.sessions import expire_due
+from keyhole.gateway.tls_peer import PeerCertH11Protocol
+
+SWEEP_EVERY = 1.0
+_log = logging.getLogger("keyhole.gateway")
 
 
 @dataclass(frozen=True)
@@ -43,6 +52,7 @@ class _Server(uvicorn.Server):
 def _config(app: object, context: GatewayContext, client_certs: bool) -> uvicorn.Config:
     return uvicorn.Config(
         app,  # type: ignore[arg-type]
+        http=PeerCertH11Protocol if client_certs else "h11",
         ssl_certfile=str(context.paths.server_cert),
         ssl_keyfile=str(context.paths.server_key),
         ssl_ca_certs=str(context.paths.ca_cert) if client_certs else None,
@@ -87,23 +97,47 @@ def _loaded(config: uvicorn.Config) -> _Server:
     return _Server(config)
 
 
-async def _serve(servers: list[tuple[_Server, socket.socket]]) -> None:
+async def _sweep(context: GatewayContext, stopping: asyncio.Event) -> None:
+    """End expired sessions and probes, and wake the agents whose probe sets that changes."""
+    while not stopping.is_set():
+        try:
+            changed = await run_in_threadpool(_expire, context)
+        except SQLAlchemyError as exc:
+            _log.error("could not expire sessions: %s", type(exc).__name__)
+            changed = set()
+        for service in changed:
+            context.probe_sets.bump(service)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), SWEEP_EVERY)
+
+
+def _expire(context: GatewayContext) -> set[str]:
+    with context.transaction() as db:
+        return expire_due(db, time.time())
+
+
+async def _serve(context: GatewayContext, servers: list[tuple[_Server, socket.socket]]) -> None:
     loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
 
     def stop() -> None:
+        stopping.set()
         for server, _ in servers:
             server.should_exit = True
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop)
     tasks = [asyncio.create_task(server.serve(sockets=[sock])) for server, sock in servers]
+    sweeper = asyncio.create_task(_sweep(context, stopping))
     # Tests and scripts read these two lines to find the ports (port 0 picks free ones).
     print(f"keyhole gateway: user API on https://{_address(servers[0][1])}", flush=True)
     print(f"keyhole gateway: agents on https://{_address(servers[1][1])} (client certificate required)", flush=True)
     await asyncio.gather(*tasks)
+    stopping.set()
+    await sweeper
 
 
-def serve(context: GatewayContext, listen: Listen, agent_listen: Listen) -> None:
+def serve(context: GatewayContext, listen: Listen, agent_listen: Listen, agent_cert_ttl: float) -> None:
     try:
         user_sock = bind(listen, "--listen")
         try:
@@ -111,12 +145,14 @@ def serve(context: GatewayContext, listen: Listen, agent_listen: Listen) -> None
         except GatewayError:
             user_sock.close()
             raise
+        context.agent_port = agent_sock.getsockname()[1]
+        context.agent_cert_ttl = agent_cert_ttl
         try:
             servers = [
                 (_loaded(_config(create_user_app(context), context, client_certs=False)), user_sock),
                 (_loaded(_config(create_agent_app(context), context, client_certs=True)), agent_sock),
             ]
-            asyncio.run(_serve(servers))
+            asyncio.run(_serve(context, servers))
         finally:
             user_sock.close()
             agent_sock.close()

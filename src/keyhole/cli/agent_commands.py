@@ -1,0 +1,61 @@
+"""`keyhole agent enroll-token` (admin) and `keyhole agents`: enrolling agents and seeing them."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+
+from keyhole.cli.options import duration_option, labels_option
+from keyhole.cli.time_text import ago
+
+agent_app = typer.Typer(help="Enroll agents (admin).", no_args_is_help=True)
+
+
+@agent_app.command("enroll-token")
+def enroll_token(
+    service: Annotated[str, typer.Option("--service", help="The service the agent belongs to.", show_default=False)],
+    ttl: Annotated[str, typer.Option("--ttl", help="How long the token can be used (once).")] = "10m",
+    label: Annotated[
+        list[str] | None,
+        typer.Option("--label", help="KEY=VALUE label for the agent (repeatable).", show_default=False),
+    ] = None,
+) -> None:
+    """Print a single-use enrollment token for one agent of SERVICE (give it as KEYHOLE_ENROLL_TOKEN)."""
+    from keyhole.cli.gateway_client import api
+
+    seconds = duration_option(ttl, "--ttl", minimum=10.0, maximum=24 * 3600.0)
+    answer = api(
+        "POST", "/v1/enroll-tokens", {"service": service, "ttl": seconds, "labels": labels_option(label)}, ok=(201,)
+    )
+    typer.echo(answer["token"])
+
+
+def _row(agent: dict[str, Any]) -> str:
+    state = "connected" if agent["connected"] else "gone"
+    labels = ",".join(f"{k}={v}" for k, v in sorted(agent["labels"].items()))
+    dropped = f"  dropped {agent['dropped']}" if agent["dropped"] else ""
+    return (
+        f"{agent['instance']:<16} {agent['service']:<20} {state:<10} {agent['host']}:{agent['pid']:<8} "
+        f"py{agent['python']:<8} last contact {ago(agent['last_seen'])}{dropped}  {labels}".rstrip()
+    )
+
+
+def agents(
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per agent instance, per line.")] = False,
+) -> None:
+    """List agent instances, connected or not, with their last contact."""
+    from keyhole.cli.gateway_client import api
+
+    found = api("GET", "/v1/agents")
+    if as_json:
+        for agent in found:
+            typer.echo(json.dumps(agent))
+        return
+    if not found:
+        typer.echo("no agents yet; start one with: keyhole run --gateway URL --service NAME -- COMMAND")
+        return
+    typer.echo(f"{'INSTANCE':<16} {'SERVICE':<20} {'STATE':<10} HOST:PID")
+    for agent in found:
+        typer.echo(_row(agent))

@@ -1,0 +1,47 @@
+"""Which agent instances are connected now: an instance counts as connected while it holds a probe
+poll open, or within a grace period after its last request. Kept in memory, because it describes
+this gateway process's sockets; the database keeps the last contact across restarts."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+# A poll is re-sent at once after each answer; a gap this long means the agent is gone.
+CONNECTED_GRACE = 10.0
+
+
+@dataclass
+class _Presence:
+    polls: int = 0
+    last: float = 0.0
+
+
+class Connections:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._instances: dict[str, _Presence] = {}
+
+    def seen(self, instance: str) -> None:
+        with self._lock:
+            self._instances.setdefault(instance, _Presence()).last = time.time()
+
+    def poll_started(self, instance: str) -> None:
+        with self._lock:
+            presence = self._instances.setdefault(instance, _Presence())
+            presence.polls += 1
+            presence.last = time.time()
+
+    def poll_ended(self, instance: str) -> None:
+        with self._lock:
+            presence = self._instances.setdefault(instance, _Presence())
+            presence.polls = max(0, presence.polls - 1)
+            presence.last = time.time()
+
+    def connected(self, instance: str) -> bool:
+        with self._lock:
+            presence = self._instances.get(instance)
+            if presence is None:
+                return False
+            return presence.polls > 0 or time.time() - presence.last < CONNECTED_GRACE

@@ -1,0 +1,184 @@
+"""The agent endpoint (mutual TLS): hello, the long-polled probe set, event uploads and certificate
+renewal. The caller is the agent credential named by its client certificate."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from keyhole.gateway import instances
+from keyhole.gateway.api_auth import Gateway
+from keyhole.gateway.api_errors import ApiError
+from keyhole.gateway.context import GatewayContext
+from keyhole.gateway.enrollment import renew
+from keyhole.gateway.event_ingest import ingest
+from keyhole.gateway.probe_commands import live_probes
+from keyhole.gateway.routes_enroll import Labels, ServiceName
+from keyhole.gateway.tls_peer import peer_name
+from keyhole.protocol.link import (
+    EVENTS_PATH,
+    HELLO_PATH,
+    MAX_BATCH_BYTES,
+    MAX_BATCH_EVENTS,
+    MAX_POLL_WAIT,
+    PROBES_PATH,
+    RENEW_PATH,
+    probe_set_digest,
+)
+
+router = APIRouter(tags=["agent link"])
+Peer = Annotated[str, Depends(peer_name)]
+_INSTANCE = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+
+
+class HelloRequest(BaseModel):
+    instance: str = Field(pattern=_INSTANCE)
+    service: ServiceName
+    host: str = Field(max_length=255)
+    pid: int = Field(ge=0)
+    python: str = Field(max_length=32)
+    keyhole: str = Field(max_length=32)
+    labels: Labels = Field(default_factory=dict)
+
+
+class HelloResponse(BaseModel):
+    instance: str
+    server_time: float
+
+
+class ProbeSet(BaseModel):
+    digest: str
+    probes: list[dict[str, str]]
+    server_time: float
+
+
+class RenewRequest(BaseModel):
+    public_key: str = Field(max_length=64)
+    proof: str = Field(max_length=128)
+
+
+class RenewResponse(BaseModel):
+    cert_pem: str
+    cert_expires_at: float
+
+
+class Uploaded(BaseModel):
+    stored: int
+    statuses: int
+    dropped: int
+
+
+@router.post(HELLO_PATH)
+def hello(body: HelloRequest, peer: Peer, context: Gateway) -> HelloResponse:
+    with context.transaction() as db:
+        instances.register(db, peer, instances.Hello(**body.model_dump()))
+    context.connections.seen(body.instance)
+    return HelloResponse(instance=body.instance, server_time=time.time())
+
+
+def _probe_set(context: GatewayContext, service: str, instance: str) -> ProbeSet:
+    generation = context.probe_sets.generation(service)
+    # Read once per change of the service's set, however many agents poll.
+    cached = context.probe_set_cache.get(service)
+    if cached is None or cached[0] != generation:
+        with context.transaction() as db:
+            cached = (generation, live_probes(db, service, time.time()))
+        context.probe_set_cache[service] = cached
+    envelopes = [{"id": p.id, **p.envelope} for p in cached[1] if p.instance is None or p.instance == instance]
+    return ProbeSet(digest=probe_set_digest(envelopes), probes=envelopes, server_time=time.time())
+
+
+def _known_instance(context: GatewayContext, peer: str, instance: str) -> str:
+    with context.transaction() as db:
+        row = instances.instance_of(db, peer, instance)
+        instances.touch(db, row)
+        return row.service
+
+
+@router.get(PROBES_PATH)
+async def probe_set(
+    peer: Peer,
+    context: Gateway,
+    instance: Annotated[str, Query(pattern=_INSTANCE)],
+    have: Annotated[str, Query(max_length=64)] = "",
+    wait: Annotated[float, Query(ge=0, le=MAX_POLL_WAIT)] = 0.0,
+) -> ProbeSet:
+    """The probes this instance should hold. With `have` (the digest of the set it holds) and `wait`,
+    the answer is held until the set changes or `wait` seconds pass."""
+    service = await run_in_threadpool(_known_instance, context, peer, instance)
+    context.connections.poll_started(instance)
+    try:
+        generation = context.probe_sets.generation(service)
+        current = await run_in_threadpool(_probe_set, context, service, instance)
+        if current.digest != have or wait <= 0:
+            return current
+        await context.probe_sets.wait(service, generation, wait)
+        return await run_in_threadpool(_probe_set, context, service, instance)
+    finally:
+        context.connections.poll_ended(instance)
+
+
+async def _json_body(request: Request) -> Any:
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > MAX_BATCH_BYTES):
+        raise ApiError(413, f"an event batch may be at most {MAX_BATCH_BYTES} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BATCH_BYTES:
+            raise ApiError(413, f"an event batch may be at most {MAX_BATCH_BYTES} bytes")
+        chunks.append(chunk)
+    try:
+        return json.loads(b"".join(chunks))
+    except ValueError:
+        raise ApiError(400, "the event batch is not JSON") from None
+
+
+def _store(context: GatewayContext, peer: str, data: dict[str, Any]) -> Uploaded:
+    with context.transaction() as db:
+        row = instances.instance_of(db, peer, data["instance"])
+        instances.touch(db, row)
+        result = ingest(db, row, data["events"])
+    for session in result.sessions:
+        context.session_events.bump(session)
+    return Uploaded(stored=result.stored, statuses=result.statuses, dropped=result.dropped)
+
+
+@router.post(
+    EVENTS_PATH, openapi_extra={"requestBody": {"content": {"application/json": {"schema": {"type": "object"}}}}}
+)
+async def upload_events(request: Request, peer: Peer, context: Gateway) -> Uploaded:
+    """A batch: ``{"instance": ID, "events": [event, ...]}``, at most 500 events and 4 MiB."""
+    data = await _json_body(request)
+    if (
+        not isinstance(data, dict)
+        or not isinstance(data.get("instance"), str)
+        or not isinstance(data.get("events"), list)
+    ):
+        raise ApiError(400, 'an event batch is {"instance": ID, "events": [...]}')
+    if len(data["events"]) > MAX_BATCH_EVENTS:
+        raise ApiError(413, f"an event batch may hold at most {MAX_BATCH_EVENTS} events")
+    context.connections.seen(data["instance"])
+    return await run_in_threadpool(_store, context, peer, data)
+
+
+@router.post(RENEW_PATH)
+def renew_certificate(body: RenewRequest, peer: Peer, context: Gateway) -> RenewResponse:
+    try:
+        public_key, proof = (
+            base64.b64decode(body.public_key, validate=True),
+            base64.b64decode(body.proof, validate=True),
+        )
+    except ValueError:
+        raise ApiError(400, "public_key and proof must be base64") from None
+    with context.transaction() as db:
+        issued = renew(
+            db, context.ca, credential_id=peer, public_key=public_key, proof=proof, lifetime=context.agent_cert_ttl
+        )
+    return RenewResponse(cert_pem=issued.cert_pem, cert_expires_at=issued.expires_at)

@@ -1,0 +1,114 @@
+"""Debug sessions: one user, one service, a reason and a deadline. Ending one (closed by its owner
+or an admin, or expired) removes its probes from every agent and deletes the events it gathered."""
+
+from __future__ import annotations
+
+import secrets
+import time
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
+
+from keyhole.gateway.api_errors import ApiError
+from keyhole.gateway.models import DebugSession, EventRecord, ProbeRecord
+from keyhole.gateway.tokens import Caller
+
+DEFAULT_TTL = 15 * 60.0
+# Until roles carry their own limits (policy), every session is held to this.
+MAX_TTL = 60 * 60.0
+MAX_REASON = 500
+
+
+def open_session(db: Session, who: Caller, service: str, reason: str, ttl: float) -> DebugSession:
+    if not reason.strip():
+        raise ApiError(400, "a session needs a reason: say why you are looking, e.g. --reason 'INC-42 refunds fail'")
+    if not 60 <= ttl <= MAX_TTL:
+        raise ApiError(400, f"session ttl must be from 1m to {MAX_TTL / 60:.0f}m (got {ttl:g}s)")
+    now = time.time()
+    row = DebugSession(
+        id="ses-" + secrets.token_hex(8),
+        user_id=who.user_id,
+        service=service,
+        reason=reason.strip(),
+        created_at=now,
+        expires_at=now + ttl,
+    )
+    db.add(row)
+    return row
+
+
+def visible_session(db: Session, who: Caller, session_id: str) -> DebugSession:
+    """The caller's own session; anyone else's looks the same as one that does not exist."""
+    row = db.get(DebugSession, session_id)
+    if row is None or row.user_id != who.user_id:
+        raise ApiError(404, f"no session {session_id!r} of yours; list yours with: keyhole session list")
+    return row
+
+
+def live_session(db: Session, who: Caller, session_id: str) -> DebugSession:
+    row = visible_session(db, who, session_id)
+    if row.ended_at is not None or row.expires_at <= time.time():
+        raise ApiError(
+            409, f"session {session_id} has ended; open a new one: keyhole session open --service NAME --reason TEXT"
+        )
+    return row
+
+
+def closable_session(db: Session, who: Caller, session_id: str) -> DebugSession:
+    """Admins may close anyone's session (to stop a runaway one); others only their own."""
+    row = db.get(DebugSession, session_id)
+    if row is None or (row.user_id != who.user_id and who.role != "admin"):
+        raise ApiError(404, f"no session {session_id!r} of yours; list yours with: keyhole session list")
+    return row
+
+
+def end_session(db: Session, row: DebugSession, reason: str) -> bool:
+    """Mark the session ended, its probes removed and its events deleted; False if it had ended."""
+    now = time.time()
+    claimed = db.execute(
+        update(DebugSession)
+        .where(DebugSession.id == row.id, DebugSession.ended_at.is_(None))
+        .values(ended_at=now, end_reason=reason)
+        .execution_options(synchronize_session=False)
+    )
+    if getattr(claimed, "rowcount", 0) != 1:
+        return False
+    row.ended_at, row.end_reason = now, reason
+    db.execute(
+        update(ProbeRecord)
+        .where(ProbeRecord.session_id == row.id, ProbeRecord.removed_at.is_(None))
+        .values(removed_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    db.execute(delete(EventRecord).where(EventRecord.session_id == row.id))
+    return True
+
+
+def sessions_of(db: Session, who: Caller, everyone: bool) -> list[DebugSession]:
+    query = select(DebugSession).order_by(DebugSession.created_at.desc()).limit(200)
+    if not everyone:
+        query = query.where(DebugSession.user_id == who.user_id)
+    return list(db.scalars(query))
+
+
+def expire_due(db: Session, now: float) -> set[str]:
+    """End every session past its deadline and remove every probe past its own; the services whose
+    probe sets changed."""
+    changed: set[str] = set()
+    for row in db.scalars(select(DebugSession).where(DebugSession.ended_at.is_(None), DebugSession.expires_at <= now)):
+        if end_session(db, row, "expired"):
+            changed.add(row.service)
+    due = db.execute(
+        select(ProbeRecord.id, DebugSession.service)
+        .join(DebugSession, DebugSession.id == ProbeRecord.session_id)
+        .where(ProbeRecord.removed_at.is_(None), ProbeRecord.expires_at <= now)
+    ).all()
+    if due:
+        db.execute(
+            update(ProbeRecord)
+            .where(ProbeRecord.id.in_([probe_id for probe_id, _ in due]))
+            .values(removed_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        changed.update(service for _, service in due)
+    return changed
