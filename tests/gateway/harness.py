@@ -70,7 +70,7 @@ class RunningGateway:
         return self.process.wait(timeout=20)
 
 
-def start_gateway(data: Path, port: int = 0, agent_port: int = 0) -> RunningGateway:
+def start_gateway(data: Path, port: int = 0, agent_port: int = 0, cert_ttl: str = "12h") -> RunningGateway:
     process = subprocess.Popen(
         [
             KEYHOLE,
@@ -82,6 +82,8 @@ def start_gateway(data: Path, port: int = 0, agent_port: int = 0) -> RunningGate
             f"127.0.0.1:{port}",
             "--agent-listen",
             f"127.0.0.1:{agent_port}",
+            "--agent-cert-ttl",
+            cert_ttl,
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -3,19 +3,46 @@ refresh tokens rotate, and one used twice ends its login."""
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import jwt
 import pytest
 
+from keyhole.gateway.app import create_user_app
 from tests.gateway.harness import ADMIN_PASSWORD, RunningGateway
 
-PROTECTED = [("GET", "/v1/auth/me"), ("POST", "/v1/auth/logout"), ("GET", "/v1/users"), ("POST", "/v1/users")]
+# The only user API routes that take no access token: the rest are read from the app's own route
+# table, so that a new route cannot be forgotten here.
+PUBLIC = {
+    ("POST", "/v1/auth/login"),
+    ("POST", "/v1/auth/refresh"),
+    ("GET", "/v1/health"),
+    ("POST", "/v1/agent/enroll"),
+}
+
+
+def _routes() -> list[tuple[str, str]]:
+    app = create_user_app(cast(Any, None))  # the routes do not touch the context until a request comes
+    found = []
+    for path, operations in app.openapi()["paths"].items():
+        for method in operations:
+            found.append((method.upper(), re.sub(r"\{[^}]+\}", "x", path)))
+    return found
+
+
+PROTECTED = [route for route in _routes() if route not in PUBLIC]
+
+
+def test_the_route_table_has_every_route_this_file_expects() -> None:
+    routes = set(_routes())
+    assert routes >= PUBLIC
+    assert {("GET", "/v1/auth/me"), ("POST", "/v1/sessions"), ("GET", "/v1/agents")} <= set(PROTECTED)
 
 
 def _login(gateway: RunningGateway, user: str = "admin", password: str = ADMIN_PASSWORD) -> dict[str, Any]:

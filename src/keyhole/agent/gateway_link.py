@@ -153,7 +153,14 @@ class GatewayLink(Sink):
     def _ensure_identity(self) -> None:
         identity = self._identity
         now = time.time()
-        if identity is None or identity.expires_at <= now:
+        if identity is not None and identity.expires_at <= now:
+            # Its token was used up when it enrolled: only a new one can bring it back.
+            raise LinkRefused(
+                401,
+                "this agent's certificate expired while the gateway was out of reach; "
+                "restart the service with a new enrollment token",
+            )
+        if identity is None:
             self.state = "enrolling"
             self._identity = ident.enroll(self.config)
         elif identity.renew_due(now):
@@ -197,8 +204,9 @@ class GatewayLink(Sink):
             try:
                 self._ensure_identity()
                 self._ensure_hello()
-                assert self._poll_client is not None
-                wait = self.config.poll_wait
+                assert self._poll_client is not None and self._identity is not None
+                # Never hold a poll past the time to renew the certificate.
+                wait = max(1.0, min(self.config.poll_wait, self._identity.renew_at - time.time()))
                 query = urlencode({"instance": self.instance, "have": self._digest, "wait": f"{wait:g}"})
                 answer = self._poll_client.request(
                     "GET", f"{PROBES_PATH}?{query}", timeout=wait + min(10.0, self.config.deadman_grace / 3)

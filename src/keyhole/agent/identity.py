@@ -36,8 +36,12 @@ class Identity:
     signing_key: bytes  # the gateway's probe-signing public key, learned over the enrollment's TLS
     agent_port: int
 
+    @property
+    def renew_at(self) -> float:
+        return self.issued_at + (self.expires_at - self.issued_at) * RENEW_AT
+
     def renew_due(self, now: float) -> bool:
-        return now >= self.issued_at + (self.expires_at - self.issued_at) * RENEW_AT
+        return now >= self.renew_at
 
 
 def server_context(ca_pem: str) -> ssl.SSLContext:

@@ -76,7 +76,7 @@ def build_config(
     env = os.environ if environ is None else environ
     gateway = gateway or env.get(ENV_GATEWAY)
     service = service or env.get(ENV_SERVICE)
-    token = token or env.get(ENV_TOKEN)
+    token = (token or env.get(ENV_TOKEN) or "").strip()
     ca = ca or env.get(ENV_CA)
     if not gateway:
         raise LinkConfigError(f"no gateway: pass gateway= or set {ENV_GATEWAY}=https://HOST:PORT")
@@ -84,9 +84,11 @@ def build_config(
     if url.scheme != "https" or not url.hostname:
         raise LinkConfigError(f"the gateway must be an https:// URL such as https://gateway:8443 (got {gateway!r})")
     try:
-        port = url.port or 443
+        port = url.port if url.port is not None else 443
     except ValueError:
-        raise LinkConfigError(f"the gateway URL has a bad port (got {gateway!r})") from None
+        port = 0
+    if not 0 < port < 65536:
+        raise LinkConfigError(f"the gateway URL has a bad port (got {gateway!r})")
     if not service:
         raise LinkConfigError(f"no service name: pass service= or set {ENV_SERVICE}")
     if not token:
@@ -103,4 +105,4 @@ def build_config(
         checked = check_labels(merged)
     except SpecError as exc:
         raise LinkConfigError(str(exc)) from None
-    return LinkConfig(url.hostname, port, service, token.strip(), _ca_pem(ca), checked, float(deadman_grace))
+    return LinkConfig(url.hostname, port, service, token, _ca_pem(ca), checked, float(deadman_grace))

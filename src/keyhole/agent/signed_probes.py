@@ -44,7 +44,10 @@ def check_command(
     """The probe to install, None if the command is aimed at another instance, or CommandRefused."""
     if not isinstance(envelope, dict) or not all(isinstance(envelope.get(k), str) for k in ("id", "payload", "sig")):
         raise CommandRefused("malformed probe command")
-    payload = envelope["payload"].encode()
+    try:
+        payload = envelope["payload"].encode()
+    except UnicodeEncodeError:
+        raise CommandRefused("probe command payload is not valid text") from None
     try:
         signature = base64.b64decode(envelope["sig"], validate=True)
     except (binascii.Error, ValueError):

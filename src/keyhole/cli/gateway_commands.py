@@ -80,7 +80,7 @@ def serve(
     try:
         user_address = Listen.parse(listen, "--listen")
         agent_address = Listen.parse(agent_listen, "--agent-listen")
-        cert_ttl = duration_option(agent_cert_ttl, "--agent-cert-ttl", minimum=60.0, maximum=7 * 86400.0)
+        cert_ttl = duration_option(agent_cert_ttl, "--agent-cert-ttl", minimum=10.0, maximum=7 * 86400.0)
         context = GatewayContext.open(StatePaths(data))
         run_server(context, user_address, agent_address, cert_ttl)
     except _gateway_errors() as exc:

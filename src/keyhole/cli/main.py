@@ -109,6 +109,7 @@ def events(
 from keyhole.cli import probe_commands  # noqa: E402
 from keyhole.cli.account_commands import login, logout, user_app  # noqa: E402
 from keyhole.cli.agent_commands import agent_app, agents  # noqa: E402
+from keyhole.cli.demo import demo  # noqa: E402
 from keyhole.cli.gateway_commands import gateway_app  # noqa: E402
 from keyhole.cli.session_commands import session_app  # noqa: E402
 
@@ -119,6 +120,7 @@ app.add_typer(session_app, name="session")
 app.command("login")(login)
 app.command("logout")(logout)
 app.command("agents")(agents)
+app.command("demo")(demo)
 for _name in ("snap", "log", "metric", "fn", "exc", "probes", "rm", "stacks"):
     app.command(_name)(getattr(probe_commands, _name))
 
@@ -126,7 +128,7 @@ for _name in ("snap", "log", "metric", "fn", "exc", "probes", "rm", "stacks"):
 def main(argv: list[str] | None = None) -> int:
     command = typer.main.get_command(app)
     try:
-        command.main(args=argv, prog_name="keyhole", standalone_mode=False)
+        code = command.main(args=argv, prog_name="keyhole", standalone_mode=False)
     except CliError as exc:
         print(f"keyhole: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -149,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
-    return 0
+    # Outside standalone mode an Exit (Typer's answer to Ctrl-C among them) comes back as the return value.
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 
 # A poll is re-sent at once after each answer; a gap this long means the agent is gone.
-CONNECTED_GRACE = 10.0
+CONNECTED_GRACE = 5.0
 
 
 @dataclass
@@ -38,6 +38,11 @@ class Connections:
             presence = self._instances.setdefault(instance, _Presence())
             presence.polls = max(0, presence.polls - 1)
             presence.last = time.time()
+
+    def gone(self, instance: str) -> None:
+        """Its poll connection closed: not connected, whatever the grace says."""
+        with self._lock:
+            self._instances[instance] = _Presence()
 
     def connected(self, instance: str) -> bool:
         with self._lock:

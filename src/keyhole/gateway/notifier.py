@@ -29,6 +29,13 @@ class Notifier:
         with self._lock:
             return self._generations.get(key, 0)
 
+    def wake_all(self) -> None:
+        """Answer every waiting long-poll now (the gateway is stopping)."""
+        with self._lock:
+            keys = list(self._waiters)
+        for key in keys:
+            self.bump(key)
+
     def bump(self, key: str) -> None:
         with self._lock:
             self._generations[key] = self._generations.get(key, 0) + 1

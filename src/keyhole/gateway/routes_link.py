@@ -3,6 +3,7 @@ renewal. The caller is the agent credential named by its client certificate."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -101,8 +102,16 @@ def _known_instance(context: GatewayContext, peer: str, instance: str) -> str:
         return row.service
 
 
+async def _disconnected(request: Request) -> None:
+    """Returns when the agent's connection closes (its process ended or it stopped)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
 @router.get(PROBES_PATH)
 async def probe_set(
+    request: Request,
+    *,
     peer: Peer,
     context: Gateway,
     instance: Annotated[str, Query(pattern=_INSTANCE)],
@@ -118,7 +127,14 @@ async def probe_set(
         current = await run_in_threadpool(_probe_set, context, service, instance)
         if current.digest != have or wait <= 0:
             return current
-        await context.probe_sets.wait(service, generation, wait)
+        changed = asyncio.ensure_future(context.probe_sets.wait(service, generation, wait))
+        gone = asyncio.ensure_future(_disconnected(request))
+        await asyncio.wait((changed, gone), return_when=asyncio.FIRST_COMPLETED)
+        for task in (changed, gone):
+            task.cancel()
+        if gone.done() and not gone.cancelled():
+            context.connections.gone(instance)
+            return current
         return await run_in_threadpool(_probe_set, context, service, instance)
     finally:
         context.connections.poll_ended(instance)
@@ -164,7 +180,7 @@ async def upload_events(request: Request, peer: Peer, context: Gateway) -> Uploa
         raise ApiError(400, 'an event batch is {"instance": ID, "events": [...]}')
     if len(data["events"]) > MAX_BATCH_EVENTS:
         raise ApiError(413, f"an event batch may hold at most {MAX_BATCH_EVENTS} events")
-    context.connections.seen(data["instance"])
+    # Not a sign of presence: a stopping agent's last upload comes after its poll has closed.
     return await run_in_threadpool(_store, context, peer, data)
 
 

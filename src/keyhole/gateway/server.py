@@ -124,6 +124,9 @@ async def _serve(context: GatewayContext, servers: list[tuple[_Server, socket.so
         stopping.set()
         for server, _ in servers:
             server.should_exit = True
+        # Long-polls would hold the graceful shutdown for their whole wait: answer them now.
+        context.probe_sets.wake_all()
+        context.session_events.wake_all()
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -101,7 +102,7 @@ class ProbeCommand:
             data = json.loads(payload)
         except ValueError:
             raise SpecError("probe command payload is not JSON") from None
-        if not isinstance(data, dict) or data.get("v") != ENVELOPE_VERSION:
+        if not isinstance(data, dict) or type(data.get("v")) is not int or data["v"] != ENVELOPE_VERSION:
             raise SpecError(f"probe command is not version {ENVELOPE_VERSION}")
         probe, session, service, expires = (data.get(k) for k in ("probe", "session", "service", "expires"))
         instance = data.get("instance")
@@ -111,6 +112,7 @@ class ProbeCommand:
             or not isinstance(service, str)
             or isinstance(expires, bool)
             or not isinstance(expires, int | float)
+            or not math.isfinite(expires)
             or not (instance is None or isinstance(instance, str))
         ):
             raise SpecError("probe command is missing its probe, session, service or expiry")

@@ -1,0 +1,250 @@
+"""End to end through a real gateway: agents enroll and connect, engineers open sessions and set
+probes with the CLI, events come back redacted, and closing a session takes the probes out of every
+agent. Agents run in child processes; the CLI runs as a subprocess."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.gateway.apps import (
+    Service,
+    agents,
+    blank_line,
+    enroll_token,
+    probe_line,
+    start_service,
+    wait_connected,
+)
+from tests.gateway.harness import RunningGateway, cli_login, keyhole
+
+SECRETS = ("4111 1111 1111 1111", "4111111111111111", "ann@example.com")
+
+
+@pytest.fixture
+def admin(gateway: RunningGateway, tmp_path: Path) -> Path:
+    config = tmp_path / "admin"
+    assert cli_login(gateway.url, gateway.ca, config).returncode == 0
+    return config
+
+
+@pytest.fixture
+def service(gateway: RunningGateway, admin: Path) -> Iterator[Service]:
+    running = start_service(gateway, admin, token=enroll_token(admin, "team=payments"))
+    try:
+        wait_connected(admin, running.process.pid)
+        yield running
+    finally:
+        running.stop()
+
+
+def _engineer(gateway: RunningGateway, admin: Path, tmp_path: Path, name: str) -> Path:
+    password = f"{name}-password-long"
+    added = keyhole("user", "add", name, "--password-stdin", config=admin, stdin=password + "\n")
+    assert added.returncode == 0, added.stderr
+    config = tmp_path / name
+    assert cli_login(gateway.url, gateway.ca, config, user=name, password=password).returncode == 0
+    return config
+
+
+def _open(config: Path) -> str:
+    opened = keyhole("session", "open", "--service", "orders", "--reason", "INC-1 orders slow", config=config)
+    assert opened.returncode == 0, opened.stderr
+    return opened.stdout.split()[1]
+
+
+@pytest.fixture
+def session(admin: Path) -> Iterator[str]:
+    """An open session of the admin's, closed after the test whatever happens (the gateway is shared
+    by the module: a session left open would send its probes to the next test's service)."""
+    opened = _open(admin)
+    try:
+        yield opened
+    finally:
+        keyhole("session", "close", opened, config=admin)
+
+
+def _events(config: Path, *extra: str) -> list[dict[str, object]]:
+    result = keyhole("events", "--json", *extra, config=config)
+    assert result.returncode == 0, result.stderr
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def test_an_agent_says_hello_with_its_service_process_and_labels(service: Service, admin: Path) -> None:
+    [agent] = [a for a in agents(admin) if a["pid"] == service.process.pid]
+    assert agent["service"] == "orders" and agent["connected"]
+    assert agent["labels"] == {"team": "payments"}
+    assert agent["python"].count(".") == 2 and agent["keyhole"]
+    assert agent["instance"].startswith("i-")
+    readable = keyhole("agents", config=admin)
+    assert agent["instance"] in readable.stdout and "connected" in readable.stdout
+
+
+def test_enrollment_tokens_are_for_admins_and_work_once(
+    gateway: RunningGateway, admin: Path, tmp_path: Path, service: Service
+) -> None:
+    engineer = _engineer(gateway, admin, tmp_path, "erin")
+    refused = keyhole("agent", "enroll-token", "--service", "orders", config=engineer)
+    assert refused.returncode == 1 and "not an admin" in refused.stderr
+    token = enroll_token(admin)
+    first = start_service(gateway, admin, token=token, mode="start")
+    second = None
+    try:
+        wait_connected(admin, first.process.pid)
+        second = start_service(gateway, admin, token=token, mode="start")
+        deadline = time.monotonic() + 15
+        while not any("refused" in line for line in second.errors) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert any("enrollment token is not valid" in line for line in second.errors), second.errors
+        assert second.process.poll() is None  # the service runs on, without an agent link
+        assert second.process.pid not in [a["pid"] for a in agents(admin)]
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+
+
+def test_a_snapshot_and_a_logpoint_come_back_redacted(
+    gateway: RunningGateway, admin: Path, service: Service, session: str
+) -> None:
+    line = probe_line()
+    snap = keyhole("snap", f"orders.py:{line}", "--watch", "order_id * 3", config=admin)
+    assert snap.returncode == 0, snap.stderr
+    mine = next(text for text in snap.stdout.splitlines() if text.strip().startswith(service.instance(admin)))
+    assert "installed: " in mine and "orders.py" in mine
+    log = keyhole("log", f"orders.py:{line}", "order {order_id} mail {email}", config=admin)
+    assert log.returncode == 0, log.stderr
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        events = _events(admin)
+        if {"snapshot", "log"} <= {e["kind"] for e in events}:
+            break
+        time.sleep(0.2)
+    snapshot = next(e for e in events if e["kind"] == "snapshot")
+    assert {"probe", "kind", "ts", "thread", "pid", "frames", "instance"} <= set(snapshot)
+    top = snapshot["frames"][0]  # type: ignore[index]
+    assert top["function"] == "handle" and top["locals"]["card_number"] == {"@redacted": "secret"}
+    assert top["locals"]["email"] == {"@redacted": "pii"}
+    assert isinstance(snapshot["watch"]["order_id * 3"], int)  # type: ignore[index]
+    message = next(e["message"] for e in events if e["kind"] == "log")
+    assert "mail [redacted:pii]" in str(message)
+    readable = keyhole("events", config=admin).stdout
+    assert "[redacted: secret]" in readable
+    for text in (json.dumps(events), readable, gateway.log()):
+        assert not any(secret in text for secret in SECRETS)
+    only_log = _events(admin, "--probe", str(next(e["probe"] for e in events if e["kind"] == "log")))
+    assert only_log and {e["kind"] for e in only_log} == {"log"}
+
+
+def test_closing_a_session_removes_its_probes_from_every_agent_and_deletes_its_events(
+    gateway: RunningGateway, admin: Path, service: Service, session: str
+) -> None:
+    assert keyhole("metric", f"orders.py:{probe_line()}", config=admin).returncode == 0
+    service.wait_for(lambda s: s["probes"] == 1)
+    closed = keyhole("session", "close", config=admin)
+    assert closed.returncode == 0, closed.stderr
+    assert "probes are removed" in closed.stdout and "not yet confirmed" not in closed.stdout
+    service.wait_for(lambda s: s["probes"] == 0, timeout=3)
+    token = json.loads((admin / "credentials.json").read_text())["access_token"]
+    with gateway.client() as client:
+        page = client.get(f"/v1/sessions/{session}/events", headers={"Authorization": f"Bearer {token}"}).json()
+    assert page["events"] == [] and page["ended"] is True
+    again = keyhole("snap", f"orders.py:{probe_line()}", config=admin)
+    assert again.returncode == 2 and "no current session" in again.stderr
+
+
+def test_one_user_cannot_see_or_close_another_users_session(
+    gateway: RunningGateway, admin: Path, tmp_path: Path, service: Service, request: pytest.FixtureRequest
+) -> None:
+    alice = _engineer(gateway, admin, tmp_path, "alice")
+    bob = _engineer(gateway, admin, tmp_path, "bob")
+    session = _open(alice)
+    request.addfinalizer(lambda: keyhole("session", "close", session, config=alice))
+    assert keyhole("snap", f"orders.py:{probe_line()}", config=alice).returncode == 0
+    listed = keyhole("session", "list", config=bob)
+    assert session not in listed.stdout
+    closing = keyhole("session", "close", session, config=bob)
+    assert closing.returncode == 1 and "no session" in closing.stderr
+    token = json.loads((bob / "credentials.json").read_text())["access_token"]
+    with gateway.client() as client:
+        for path in (f"/v1/sessions/{session}", f"/v1/sessions/{session}/events", f"/v1/sessions/{session}/probes"):
+            assert client.get(path, headers={"Authorization": f"Bearer {token}"}).status_code == 404
+    assert session in keyhole("session", "list", config=alice).stdout
+    assert keyhole("session", "close", config=alice).returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "needle"),
+    [
+        (["snap", "orders.py:{blank}"], 1, "could install"),
+        (["snap", "orders.py:{line}", "--if", "__import__('os')"], 1, "condition"),
+        (["snap", "orders.py:{line}", "--if", "card_number == ''"], 1, "redacts"),
+        (["log", "orders.py:{line}", "{{email.__class__}}"], 1, "template"),
+        (["snap", "orders.py"], 2, "FILE:LINE"),
+        (["snap", "orders.py:{line}", "--max-hits", "0"], 1, "max_hits"),
+        (["snap", "orders.py:{line}", "--ttl", "forever"], 2, "--ttl"),
+        (["fn", "orders"], 1, "MODULE:QUALNAME"),
+        (["rm", "p-nope"], 1, "no probe"),
+    ],
+)
+def test_bad_probes_get_one_line_and_change_nothing(
+    admin: Path, service: Service, session: str, args: list[str], code: int, needle: str
+) -> None:
+    before = keyhole("probes", "--json", config=admin).stdout
+    result = keyhole(*[a.format(line=probe_line(), blank=blank_line()) for a in args], config=admin)
+    assert result.returncode == code, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("keyhole: ") and needle in lines[0], result.stderr
+    if needle != "could install":  # that one is refused by the agent, per instance, after it was set
+        assert keyhole("probes", "--json", config=admin).stdout == before
+    else:
+        assert "nearest lines with code" in result.stdout
+
+
+def test_a_probe_expires_on_the_agents_own_clock(admin: Path, service: Service, session: str) -> None:
+    assert keyhole("snap", f"orders.py:{probe_line()}", "--ttl", "4s", config=admin).returncode == 0
+    service.wait_for(lambda s: s["probes"] == 1)
+    service.wait_for(lambda s: s["probes"] == 0, timeout=8)
+
+
+def test_stacks_shows_the_application_threads_not_keyholes(admin: Path, service: Service, session: str) -> None:
+    result = keyhole("stacks", "--json", config=admin)
+    assert result.returncode == 0, result.stderr
+    [event] = [json.loads(line) for line in result.stdout.splitlines() if str(service.process.pid) in line]
+    names = [thread["name"] for thread in event["threads"]]
+    assert "MainThread" in names and not any(name.startswith("keyhole-") for name in names)
+    listed = keyhole("probes", "--json", config=admin).stdout
+    assert all(json.loads(line)["removed"] for line in listed.splitlines())  # stacks cleaned up after itself
+
+
+def test_a_forked_worker_is_an_agent_instance_of_its_own(
+    gateway: RunningGateway, admin: Path, request: pytest.FixtureRequest
+) -> None:
+    service = start_service(gateway, admin, token=enroll_token(admin), mode="fork")
+    try:
+        service.wait_for(lambda s: len({line["pid"] for line in service.lines}) == 2)
+        pids = {line["pid"] for line in service.lines}
+        for pid in pids:
+            wait_connected(admin, pid)
+        opened = _open(admin)
+        request.addfinalizer(lambda: keyhole("session", "close", opened, config=admin))
+        assert keyhole("snap", f"orders.py:{probe_line()}", config=admin).returncode == 0
+        for pid in pids:
+            service.wait_for(lambda s: s["probes"] == 1, pid=pid)
+        keyhole("session", "close", config=admin)
+        for pid in pids:
+            service.wait_for(lambda s: s["probes"] == 0, pid=pid)
+    finally:
+        service.stop()
+        for pid in {line["pid"] for line in service.lines} - {service.process.pid}:
+            import os
+            import signal
+
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
