@@ -25,15 +25,16 @@ from tests.gateway.harness import RunningGateway, cli_login, keyhole
 SECRETS = ("4111 1111 1111 1111", "4111111111111111", "ann@example.com")
 
 
-@pytest.fixture
-def admin(gateway: RunningGateway, tmp_path: Path) -> Path:
-    config = tmp_path / "admin"
+@pytest.fixture(scope="module")
+def admin(gateway: RunningGateway, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    config = tmp_path_factory.mktemp("admin") / "config"
     assert cli_login(gateway.url, gateway.ca, config).returncode == 0
     return config
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def service(gateway: RunningGateway, admin: Path) -> Iterator[Service]:
+    """One service for the module; every test closes its sessions, so none leaves a probe in it."""
     running = start_service(gateway, admin, token=enroll_token(admin, "team=payments"))
     try:
         wait_connected(admin, running.process.pid)
