@@ -190,6 +190,7 @@ def test_one_user_cannot_see_or_close_another_users_session(
         (["snap", "orders.py:{line}", "--ttl", "forever"], 2, "--ttl"),
         (["fn", "orders"], 1, "MODULE:QUALNAME"),
         (["rm", "p-nope"], 1, "no probe"),
+        (["rm", ".."], 2, "not a probe id"),
     ],
 )
 def test_bad_probes_get_one_line_and_change_nothing(
@@ -249,3 +250,14 @@ def test_a_forked_worker_is_an_agent_instance_of_its_own(
                 os.kill(pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
+
+
+def test_nobody_reveals_redacted_values_by_asking(gateway: RunningGateway, admin: Path, session: str) -> None:
+    token = json.loads((admin / "credentials.json").read_text())["access_token"]
+    spec = {"kind": "snapshot", "file": "orders.py", "line": probe_line(), "reveal": ["secret", "pii"]}
+    with gateway.client() as client:
+        response = client.post(
+            f"/v1/sessions/{session}/probes", json=spec, headers={"Authorization": f"Bearer {token}"}
+        )
+    assert response.status_code == 403 and "redacted" in response.json()["error"]
+    assert keyhole("probes", "--json", config=admin).stdout == ""

@@ -15,7 +15,6 @@ import platform
 import random
 import secrets
 import socket
-import sys
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -37,6 +36,8 @@ if TYPE_CHECKING:
     from keyhole.agent.agent import Agent
 
 _log = logging.getLogger("keyhole.agent")
+# How long fork() waits for an enrollment in flight to finish.
+ENROLL_WAIT = 5.0
 BACKOFF_START = 0.5
 BACKOFF_CAP = 30.0
 
@@ -84,6 +85,7 @@ class GatewayLink(Sink):
         self._logged = ""
         self._paused = False
         self._closed = False
+        self._run = 0  # each start() is a new run; threads of an older one leave at their next turn
 
     # --- lifecycle ---------------------------------------------------------------------------
     def attach(self, agent: Agent) -> None:
@@ -93,9 +95,11 @@ class GatewayLink(Sink):
         global _active
         _active = self
         self._stop.clear()
+        self._run += 1
+        run = self._run
         self._threads = [
-            threading.Thread(target=self._guard, args=(self._poll_loop,), name="keyhole-link", daemon=True),
-            threading.Thread(target=self._guard, args=(self._upload_loop,), name="keyhole-upload", daemon=True),
+            threading.Thread(target=self._guard, args=(self._poll_loop, run), name="keyhole-link", daemon=True),
+            threading.Thread(target=self._guard, args=(self._upload_loop, run), name="keyhole-upload", daemon=True),
         ]
         for thread in self._threads:
             thread.start()
@@ -107,9 +111,12 @@ class GatewayLink(Sink):
             client.interrupt()
         self.buffer.wake()
         current = threading.current_thread()
+        # An enrollment in flight cannot be interrupted; let it finish (bounded), so that a process
+        # forking now hands its children a certificate rather than a used-up token.
+        enrolling = self.state == "enrolling"
         for thread in self._threads:
             if thread is not current and thread.is_alive():
-                thread.join(timeout)
+                thread.join(max(timeout, ENROLL_WAIT) if enrolling else timeout)
 
     def close(self) -> None:
         """Stop both threads, send what is left (briefly), close the connections. Called by the agent's stop()."""
@@ -125,11 +132,20 @@ class GatewayLink(Sink):
         if _active is self:
             _active = None
 
-    def _guard(self, loop: Any) -> None:
+    def _guard(self, loop: Any, run: int) -> None:
         try:
-            loop()
+            loop(run)
         except BaseException as exc:  # a link thread must never die with a traceback in someone else's process
             self._note(f"keyhole link stopped by an internal error: {type(exc).__name__}")
+            if not self._stop.is_set():
+                # Without its thread the dead-man switch cannot run: nothing may stay installed.
+                self.state = "failed"
+                self._stop.set()
+                self.buffer.wake()
+                try:
+                    self._drop_all("the gateway link stopped on an internal error")
+                except Exception:
+                    pass
 
     # --- Sink: finished events from the agent's thread --------------------------------------
     def write(self, events: list[dict[str, Any]]) -> None:
@@ -197,20 +213,27 @@ class GatewayLink(Sink):
     def _contact(self) -> None:
         self._last_contact = time.monotonic()
 
-    def _poll_loop(self) -> None:
+    def _running(self, run: int) -> bool:
+        return not self._stop.is_set() and run == self._run
+
+    def _poll_loop(self, run: int) -> None:
         backoff = Backoff()
-        while not self._stop.is_set():
+        while self._running(run):
             delay = 0.0
             try:
                 self._ensure_identity()
+                if not self._running(run):
+                    break
                 self._ensure_hello()
                 assert self._poll_client is not None and self._identity is not None
                 # Never hold a poll past the time to renew the certificate.
                 wait = max(1.0, min(self.config.poll_wait, self._identity.renew_at - time.time()))
                 query = urlencode({"instance": self.instance, "have": self._digest, "wait": f"{wait:g}"})
-                answer = self._poll_client.request(
-                    "GET", f"{PROBES_PATH}?{query}", timeout=wait + min(10.0, self.config.deadman_grace / 3)
-                )
+                timeout = wait + min(10.0, self.config.deadman_grace / 3)
+                if self._held:  # a silent gateway must not hold the dead-man switch past its time
+                    left = self.config.deadman_grace - (time.monotonic() - self._last_contact)
+                    timeout = max(0.5, min(timeout, left + 0.1))
+                answer = self._poll_client.request("GET", f"{PROBES_PATH}?{query}", timeout=timeout)
                 self._contact()
                 self._apply(answer)
                 backoff.reset()
@@ -220,6 +243,8 @@ class GatewayLink(Sink):
                     self.state = "refused"
                     self._note(f"keyhole agent refused by the gateway: {exc}")
                     self._drop_all("the gateway refused this agent")
+                    self._stop.set()
+                    self.buffer.wake()
                     return
                 self._hello_version = -1  # e.g. a gateway whose state was reset: introduce ourselves again
                 self._note(f"keyhole gateway refused a request: {exc}")
@@ -323,11 +348,11 @@ class GatewayLink(Sink):
             )
         return batch
 
-    def _upload_loop(self) -> None:
+    def _upload_loop(self, run: int) -> None:
         backoff = Backoff()
         client: JsonClient | None = None
         version = -1
-        while not self._stop.is_set():
+        while self._running(run):
             batch = self._batch()
             if not batch:
                 continue
@@ -341,8 +366,7 @@ class GatewayLink(Sink):
                 client, version = self._client(), self._identity_version
             try:
                 client.request("POST", EVENTS_PATH, {"instance": self.instance, "events": batch})
-                self._contact()
-                backoff.reset()
+                backoff.reset()  # not a contact for the dead-man switch: only a probe set answer is
             except LinkRefused as exc:
                 if exc.status in (400, 413, 422):  # this batch can never be accepted: do not retry it
                     self.buffer.dropped += len(batch)
@@ -375,14 +399,16 @@ class GatewayLink(Sink):
             self._halt(1.0)
 
     def resume_in_parent(self) -> None:
+        """Restart at once on every version: a parent without its link would keep probes of closed
+        sessions and lose its dead-man switch. (On 3.13 CPython then counts the new threads in its
+        fork-with-threads DeprecationWarning.)"""
         if self._closed or not self._threads:
             return
         self._paused = True
-        if sys.version_info < (3, 13):  # see Agent.resume_worker: 3.13 counts threads after the hooks
-            self._revive()
+        self._revive()
 
     def _revive(self) -> None:
-        if self._paused and not self._closed:
+        if self._paused and not self._closed and self.state not in ("refused", "failed"):
             self._paused = False
             if self._poll_client is not None:
                 self._poll_client.close()  # pause() shut its socket down
@@ -399,8 +425,13 @@ class GatewayLink(Sink):
         self.buffer.reset_after_fork()
         self._stop = threading.Event()
         self._paused = False
-        if self._identity is not None:
-            self._poll_client = self._client()
+        if self._identity is None:
+            # The parent's token is used (or being used): this process cannot enroll with it.
+            self.state = "refused"
+            self._note("keyhole agent: this process was forked before its parent's agent had enrolled; it has no link")
+            self._drop_all("forked before the agent enrolled")
+            return
+        self._poll_client = self._client()
         self.start()
 
 

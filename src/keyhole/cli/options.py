@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from keyhole.cli.errors import CliError
 from keyhole.protocol.durations import format_duration, parse_duration
 from keyhole.protocol.errors import SpecError
@@ -17,6 +19,16 @@ def duration_option(text: str, flag: str, *, minimum: float = 0.0, maximum: floa
     if seconds > maximum:
         raise CliError(f"{flag} may be at most {format_duration(maximum)} (got {text})")
     return seconds
+
+
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def id_argument(value: str, what: str) -> str:
+    """An id that goes into a URL path: refused here rather than sent as a path the gateway misreads."""
+    if not _ID.fullmatch(value):
+        raise CliError(f"{value!r} is not a {what} id (letters, digits, '.', '_' or '-')")
+    return value
 
 
 def labels_option(values: list[str] | None) -> dict[str, str]:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import time
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import typer
 
 from keyhole.cli import current_session
 from keyhole.cli.errors import CliError
-from keyhole.cli.options import duration_option
+from keyhole.cli.options import duration_option, id_argument
 
 # How long a probe command waits for the connected agents to report installed (or why not).
 REPORT_WAIT = 5.0
@@ -56,7 +57,7 @@ def set_probe(fields: dict[str, Any], instance: str | None = None) -> dict[str, 
     probe: dict[str, Any] = api("POST", f"/v1/sessions/{session.id}/probes", body, ok=(201,))
     deadline = time.monotonic() + REPORT_WAIT
     while True:
-        probe = api("GET", f"/v1/sessions/{session.id}/probes/{probe['id']}")
+        probe = api("GET", f"/v1/sessions/{session.id}/probes/{quote(probe['id'], safe='')}")
         waiting = [r for r in probe["instances"] if r["state"] == "waiting" and r["connected"]]
         if not waiting or time.monotonic() >= deadline:
             break
@@ -167,7 +168,7 @@ def probes(
         typer.echo(f"no probes in session {session.id}; set one with keyhole snap FILE:LINE")
     for probe in found:
         spec = probe["spec"]
-        where = spec.get("function") or f"{spec.get('file')}:{spec.get('line')}"
+        where = spec.get("function") or (f"{spec['file']}:{spec['line']}" if "file" in spec else "all threads")
         state = "removed" if probe["removed"] else "live"
         typer.echo(f"{probe['id']}  {probe['kind']:<9} {where}  {state}")
         for report in probe["instances"]:
@@ -178,8 +179,9 @@ def rm(probe_id: Annotated[str, typer.Argument(help="The probe's id.", show_defa
     """Remove a probe from every agent."""
     from keyhole.cli.gateway_client import api
 
+    id_argument(probe_id, "probe")
     _, session = _session()
-    api("DELETE", f"/v1/sessions/{session.id}/probes/{probe_id}", ok=(204,))
+    api("DELETE", f"/v1/sessions/{session.id}/probes/{quote(probe_id, safe='')}", ok=(204,))
     typer.echo(f"probe {probe_id} removed")
 
 
@@ -194,6 +196,9 @@ def stacks(
     _, session = _session()
     probe = set_probe({"kind": "stacks"}, instance)
     expected = {r["instance"] for r in probe["instances"] if r["state"] != "error"}
+    if not expected:
+        api("DELETE", f"/v1/sessions/{session.id}/probes/{quote(probe['id'], safe='')}", ok=(204,))
+        raise CliError("no agent of this session's service is connected; see keyhole agents", 1)
     got: list[dict[str, Any]] = []
     after, deadline = 0, time.monotonic() + 10.0
     try:
@@ -202,7 +207,7 @@ def stacks(
             got.extend(page["events"])
             after = page["last"]
     finally:
-        api("DELETE", f"/v1/sessions/{session.id}/probes/{probe['id']}", ok=(204,))
+        api("DELETE", f"/v1/sessions/{session.id}/probes/{quote(probe['id'], safe='')}", ok=(204,))
     if not got:
         raise CliError("no agent sent its stacks in 10 s; see keyhole agents", 1)
     print_events(got, as_json=as_json)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import typer
 
 from keyhole.cli import current_session
 from keyhole.cli.errors import CliError
-from keyhole.cli.options import duration_option
+from keyhole.cli.options import duration_option, id_argument
 from keyhole.cli.time_text import ago, left
 
 session_app = typer.Typer(help="Open, list and close debug sessions.", no_args_is_help=True)
@@ -70,8 +71,8 @@ def close_session(
     """Close a session: its probes are removed from every agent and its events deleted."""
     from keyhole.cli.gateway_client import api, fresh_login
 
-    target = session_id or current_session.load(fresh_login().gateway).id
-    closed = api("POST", f"/v1/sessions/{target}/close", timeout=30.0)
+    target = id_argument(session_id, "session") if session_id else current_session.load(fresh_login().gateway).id
+    closed = api("POST", f"/v1/sessions/{quote(target, safe='')}/close", timeout=30.0)
     current_session.forget(target)
     session = closed["session"]
     typer.echo(f"session {session['id']} is {session['state']}; its probes are removed and its events deleted")

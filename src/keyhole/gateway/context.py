@@ -46,6 +46,8 @@ class GatewayContext:
     connections: Connections = field(default_factory=Connections)
     # service -> (probe-set generation it was read at, the live probes then)
     probe_set_cache: dict[str, tuple[int, list[LiveProbe]]] = field(default_factory=dict)
+    # instance id -> (credential that owns it, its service, monotonic time it was last checked)
+    known_instances: dict[str, tuple[str, str, float]] = field(default_factory=dict)
 
     @classmethod
     def open(cls, paths: StatePaths) -> GatewayContext:

@@ -38,13 +38,18 @@ class _Target:
     reveal: frozenset[str]
 
 
-def _targets(db: Session, probe_ids: set[str], now: float) -> dict[str, _Target]:
+def _targets(db: Session, instance: Instance, probe_ids: set[str], now: float) -> dict[str, _Target]:
+    """The probes this instance may report on: of its own service, and aimed at it or at all."""
     if not probe_ids:
         return {}
     rows = db.execute(
         select(ProbeRecord.id, ProbeRecord.spec, DebugSession.id, DebugSession.ended_at, DebugSession.expires_at)
         .join(DebugSession, DebugSession.id == ProbeRecord.session_id)
-        .where(ProbeRecord.id.in_(probe_ids))
+        .where(
+            ProbeRecord.id.in_(probe_ids),
+            DebugSession.service == instance.service,
+            (ProbeRecord.instance_id.is_(None)) | (ProbeRecord.instance_id == instance.id),
+        )
     ).all()
     out = {}
     for probe_id, spec, session_id, ended_at, expires_at in rows:
@@ -68,13 +73,14 @@ def ingest(db: Session, instance: Instance, events: list[Any]) -> Ingested:
     result = Ingested()
     wellformed = [e for e in events if isinstance(e, dict) and isinstance(e.get("kind"), str)]
     result.dropped += len(events) - len(wellformed)
-    targets = _targets(db, {e["probe"] for e in wellformed if isinstance(e.get("probe"), str)}, now)
+    targets = _targets(db, instance, {e["probe"] for e in wellformed if isinstance(e.get("probe"), str)}, now)
     rows: list[dict[str, Any]] = []
     for event in wellformed:
         kind, probe_id = event["kind"], event.get("probe")
         if probe_id is None:
-            if kind == ev.DROPPED and isinstance(event.get("count"), int) and event["count"] > 0:
-                instance.dropped += event["count"]
+            count = event.get("count")
+            if kind == ev.DROPPED and type(count) is int and 0 < count <= MAX_EVENT_BYTES * 1000:
+                instance.dropped = min(instance.dropped + count, 2**62)
             continue
         target = targets.get(probe_id) if isinstance(probe_id, str) else None
         if target is None:

@@ -14,7 +14,7 @@ from keyhole.gateway.errors import AuthError, GatewayError
 from keyhole.gateway.models import AgentCredential, Instance
 
 # Last contact is written at most this often per instance: every poll writing would be a hot row.
-_TOUCH_EVERY = 5.0
+TOUCH_EVERY = 5.0
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ def register(db: Session, credential_id: str, hello: Hello) -> Instance:
     if hello.service != cred.service:
         raise GatewayError(f"this agent was enrolled for service {cred.service!r}, not {hello.service!r}")
     now = time.time()
-    labels = {**json.loads(cred.labels), **hello.labels}
+    labels = {**hello.labels, **json.loads(cred.labels)}  # the admin's labels (from the token) win
     row = db.get(Instance, hello.instance)
     if row is not None and row.credential_id != credential_id:
         raise GatewayError("this instance id belongs to another agent; instance ids must be unique")
@@ -63,7 +63,7 @@ def instance_of(db: Session, credential_id: str, instance_id: str) -> Instance:
 
 def touch(db: Session, row: Instance) -> None:
     now = time.time()
-    if now - row.last_seen >= _TOUCH_EVERY:
+    if now - row.last_seen >= TOUCH_EVERY:
         row.last_seen = now
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from keyhole.gateway.api_errors import ApiError
@@ -19,6 +19,9 @@ from keyhole.gateway.models import DebugSession, ProbeRecord, ProbeStatus
 from keyhole.protocol.errors import SpecError
 from keyhole.protocol.link import ProbeCommand
 from keyhole.protocol.probe_spec import ProbeSpec
+
+# Every agent verifies each new command (about 2 ms of pure-Python ed25519): bounded cost (rule 7).
+MAX_LIVE_PROBES = 50
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,9 @@ def create_probe(
     """Validate, sign and store one probe; ApiError(400) with the validator's one line if it is bad."""
     if "id" in fields:
         raise ApiError(400, "probe ids are chosen by the gateway; leave out 'id'")
+    live = db.scalar(select(func.count()).where(ProbeRecord.session_id == session.id, ProbeRecord.removed_at.is_(None)))
+    if (live or 0) >= MAX_LIVE_PROBES:
+        raise ApiError(409, f"a session holds at most {MAX_LIVE_PROBES} live probes; remove some with keyhole rm")
     probe_id = "p" + secrets.token_hex(5)
     try:
         spec = ProbeSpec.from_dict({"id": probe_id, **fields})

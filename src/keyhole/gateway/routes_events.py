@@ -47,7 +47,7 @@ async def read_events(
     *,
     who: AnyUser,
     context: Gateway,
-    after: Annotated[int, Query(ge=0)] = 0,
+    after: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
     probe: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 500,
     wait: Annotated[float, Query(ge=0, le=MAX_WAIT)] = 0.0,

@@ -96,10 +96,18 @@ def _probe_set(context: GatewayContext, service: str, instance: str) -> ProbeSet
 
 
 def _known_instance(context: GatewayContext, peer: str, instance: str) -> str:
+    """The instance's service, checked against the database at most every few seconds per instance
+    (every answered poll is re-sent at once: a transaction each time would dominate fan-out)."""
+    known = context.known_instances.get(instance)
+    now = time.monotonic()
+    if known is not None and known[0] == peer and now - known[2] < instances.TOUCH_EVERY:
+        return known[1]
     with context.transaction() as db:
         row = instances.instance_of(db, peer, instance)
         instances.touch(db, row)
-        return row.service
+        service = row.service
+    context.known_instances[instance] = (peer, service, now)
+    return service
 
 
 async def _disconnected(request: Request) -> None:
@@ -140,7 +148,7 @@ async def probe_set(
         context.connections.poll_ended(instance)
 
 
-async def _json_body(request: Request) -> Any:
+async def _body(request: Request) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and (not declared.isdigit() or int(declared) > MAX_BATCH_BYTES):
         raise ApiError(413, f"an event batch may be at most {MAX_BATCH_BYTES} bytes")
@@ -150,13 +158,27 @@ async def _json_body(request: Request) -> Any:
         if size > MAX_BATCH_BYTES:
             raise ApiError(413, f"an event batch may be at most {MAX_BATCH_BYTES} bytes")
         chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _parse_batch(raw: bytes) -> dict[str, Any]:
     try:
-        return json.loads(b"".join(chunks))
-    except ValueError:
-        raise ApiError(400, "the event batch is not JSON") from None
+        data = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise ApiError(400, "the event batch is not JSON (or is nested too deeply)") from None
+    if (
+        not isinstance(data, dict)
+        or not isinstance(data.get("instance"), str)
+        or not isinstance(data.get("events"), list)
+    ):
+        raise ApiError(400, 'an event batch is {"instance": ID, "events": [...]}')
+    if len(data["events"]) > MAX_BATCH_EVENTS:
+        raise ApiError(413, f"an event batch may hold at most {MAX_BATCH_EVENTS} events")
+    return data
 
 
-def _store(context: GatewayContext, peer: str, data: dict[str, Any]) -> Uploaded:
+def _store(context: GatewayContext, peer: str, raw: bytes) -> Uploaded:
+    data = _parse_batch(raw)  # here, in the thread pool: parsing 4 MiB must not stall the event loop
     with context.transaction() as db:
         row = instances.instance_of(db, peer, data["instance"])
         instances.touch(db, row)
@@ -171,17 +193,9 @@ def _store(context: GatewayContext, peer: str, data: dict[str, Any]) -> Uploaded
 )
 async def upload_events(request: Request, peer: Peer, context: Gateway) -> Uploaded:
     """A batch: ``{"instance": ID, "events": [event, ...]}``, at most 500 events and 4 MiB."""
-    data = await _json_body(request)
-    if (
-        not isinstance(data, dict)
-        or not isinstance(data.get("instance"), str)
-        or not isinstance(data.get("events"), list)
-    ):
-        raise ApiError(400, 'an event batch is {"instance": ID, "events": [...]}')
-    if len(data["events"]) > MAX_BATCH_EVENTS:
-        raise ApiError(413, f"an event batch may hold at most {MAX_BATCH_EVENTS} events")
+    raw = await _body(request)
     # Not a sign of presence: a stopping agent's last upload comes after its poll has closed.
-    return await run_in_threadpool(_store, context, peer, data)
+    return await run_in_threadpool(_store, context, peer, raw)
 
 
 @router.post(RENEW_PATH)

@@ -84,6 +84,9 @@ def _out(context: GatewayContext, row: ProbeRecord, found: list[ProbeStatus], ag
 @router.post("", status_code=201, responses={400: {"description": "the spec does not validate"}})
 def set_probe(session_id: str, body: ProbeRequest, who: AnyUser, context: Gateway) -> ProbeOut:
     fields = body.model_dump(exclude={"instance"}, exclude_none=True)
+    if fields.get("reveal"):
+        # Who may see which redacted classes is a role's grant (policy), not the asker's choice.
+        raise ApiError(403, "revealing redacted values needs a role that grants it; probes show redacted values")
     with context.transaction() as db:
         session = sessions.live_session(db, who, session_id)
         agents = instances.service_instances(db, session.service)

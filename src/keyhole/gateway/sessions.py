@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from dataclasses import dataclass, field
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
@@ -91,13 +92,21 @@ def sessions_of(db: Session, who: Caller, everyone: bool) -> list[DebugSession]:
     return list(db.scalars(query))
 
 
-def expire_due(db: Session, now: float) -> set[str]:
-    """End every session past its deadline and remove every probe past its own; the services whose
-    probe sets changed."""
-    changed: set[str] = set()
+@dataclass
+class Expired:
+    services: set[str] = field(default_factory=set)  # whose probe sets changed
+    sessions: set[str] = field(default_factory=set)  # that ended
+
+
+def expire_due(db: Session, now: float) -> Expired:
+    """End every session past its deadline, remove every probe past its own, and delete events that
+    an upload racing a session's end stored after it ended."""
+    expired = Expired()
+    changed = expired.services
     for row in db.scalars(select(DebugSession).where(DebugSession.ended_at.is_(None), DebugSession.expires_at <= now)):
         if end_session(db, row, "expired"):
             changed.add(row.service)
+            expired.sessions.add(row.id)
     due = db.execute(
         select(ProbeRecord.id, DebugSession.service)
         .join(DebugSession, DebugSession.id == ProbeRecord.session_id)
@@ -111,4 +120,6 @@ def expire_due(db: Session, now: float) -> set[str]:
             .execution_options(synchronize_session=False)
         )
         changed.update(service for _, service in due)
-    return changed
+    ended = select(DebugSession.id).where(DebugSession.ended_at.is_not(None))
+    db.execute(delete(EventRecord).where(EventRecord.session_id.in_(ended)))
+    return expired
