@@ -35,7 +35,7 @@ from keyhole.agent import import_watch, locations
 from keyhole.agent.backend import Backend, BackendUnavailable, make_backend
 from keyhole.agent.code_search import normalize, trace_function_active
 from keyhole.agent.cpu_budget import CpuBudget
-from keyhole.agent.errors import AgentError, AgentStateError
+from keyhole.agent.errors import AgentStateError, ProbeIdTaken
 from keyhole.agent.probes import ExceptionProbe, FunctionProbe, LineProbe, MetricProbe, Probe, StacksProbe, make_probe
 from keyhole.agent.rate_limit import RateLimiter
 from keyhole.agent.shipping import finish_event
@@ -227,7 +227,7 @@ class Agent:
         with self._lock:
             existing = self._entries.get(spec.id)
             if existing is not None and existing.state != REMOVED:
-                raise AgentError(f"a probe with id {spec.id!r} is already set; remove it first or choose another id")
+                raise ProbeIdTaken(f"a probe with id {spec.id!r} is already set; remove it first or choose another id")
             self._entries[spec.id] = Entry(make_probe(spec, self))
         if now:
             self.install(spec.id)

@@ -10,6 +10,10 @@ class AgentStateError(AgentError):
     """The agent was used out of order (started twice, used after stop)."""
 
 
+class ProbeIdTaken(AgentError):
+    """A probe with this id is still set (or still being removed)."""
+
+
 class EvalError(AgentError):
     """An expression failed at run time (missing name, bad key, an operation keyhole will not do)."""
 

@@ -22,7 +22,7 @@ from urllib.parse import urlencode
 
 import keyhole
 from keyhole.agent import identity as ident
-from keyhole.agent.errors import AgentError
+from keyhole.agent.errors import AgentError, ProbeIdTaken
 from keyhole.agent.link_config import LinkConfig
 from keyhole.agent.link_http import JsonClient, LinkDown, LinkRefused
 from keyhole.agent.signed_probes import CommandRefused, check_command
@@ -299,10 +299,10 @@ class GatewayLink(Sink):
                 agent.remove_probe(probe_id)
             try:
                 agent.add_probe(accepted.spec)
+            except ProbeIdTaken:  # its removal has not finished yet: next round
+                complete = False
+                continue
             except AgentError as exc:
-                if "already set" in str(exc):  # its removal has not finished yet: next round
-                    complete = False
-                    continue
                 self._refused[probe_id] = sig
                 agent.report(probe_id, ev.ERROR, error=str(exc))
                 continue

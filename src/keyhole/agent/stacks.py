@@ -32,14 +32,15 @@ def thread_name(ident: int) -> str:
 def thread_stacks(skip: int | None = None) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for ident, frame in sys._current_frames().items():
-        if ident == skip or thread_name(ident).startswith("keyhole-"):
+        name = thread_name(ident)
+        if ident == skip or name.startswith("keyhole-"):
             continue  # keyhole's own threads (agent, link, upload) are not the application's
         frames: list[dict[str, Any]] = []
         current: types.FrameType | None = frame
         while current is not None and len(frames) < MAX_FRAMES:
             frames.append(frame_summary(current))
             current = current.f_back
-        out.append({"id": ident, "name": thread_name(ident), "frames": frames})
+        out.append({"id": ident, "name": name, "frames": frames})
     return out
 
 

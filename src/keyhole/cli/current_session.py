@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from keyhole.cli.credentials import config_dir, write_private_json
 from keyhole.cli.errors import CliError
@@ -17,12 +18,16 @@ class CurrentSession:
     expires_at: float
 
 
+def _path() -> Path:
+    return config_dir() / "session.json"
+
+
 def save(session: CurrentSession) -> None:
-    write_private_json(config_dir() / "session.json", asdict(session))
+    write_private_json(_path(), asdict(session))
 
 
 def load(gateway: str) -> CurrentSession:
-    path = config_dir() / "session.json"
+    path = _path()
     try:
         session = CurrentSession(**json.loads(path.read_text()))
     except FileNotFoundError:
@@ -35,7 +40,7 @@ def load(gateway: str) -> CurrentSession:
 
 
 def forget(session_id: str | None = None) -> None:
-    path = config_dir() / "session.json"
+    path = _path()
     if session_id is not None:
         try:
             if json.loads(path.read_text()).get("id") != session_id:
