@@ -261,3 +261,54 @@ def test_nobody_reveals_redacted_values_by_asking(gateway: RunningGateway, admin
         )
     assert response.status_code == 403 and "redacted" in response.json()["error"]
     assert keyhole("probes", "--json", config=admin).stdout == ""
+
+
+def test_the_gateway_redacts_again_what_a_careless_agent_lets_through(
+    gateway: RunningGateway, admin: Path, service: Service, session: str
+) -> None:
+    """Rule 4 does not rest on every agent being right: an enrolled client that uploads secrets as
+    they are (an old agent, a bug, a forged client with a stolen certificate) has them redacted by
+    the gateway before anything is stored."""
+    from keyhole.agent.identity import enroll
+    from keyhole.agent.link_config import build_config
+    from keyhole.agent.link_http import JsonClient
+    from keyhole.protocol.link import EVENTS_PATH, HELLO_PATH
+
+    snap = keyhole("snap", f"orders.py:{probe_line()}", config=admin)
+    assert snap.returncode == 0, snap.stderr
+    [probe] = [json.loads(line)["id"] for line in keyhole("probes", "--json", config=admin).stdout.splitlines()]
+    config = build_config(
+        gateway.url, service="orders", token=enroll_token(admin), ca=gateway.ca.read_text(), environ={}
+    )
+    identity = enroll(config)
+    client = JsonClient(config.host, identity.agent_port, identity.context)
+    try:
+        hello = {"instance": "careless-1", "service": "orders", "host": "h", "pid": 1, "python": "3", "keyhole": "0"}
+        client.request("POST", HELLO_PATH, hello)
+        careless = {
+            "probe": probe,
+            "kind": "snapshot",
+            "ts": "2026-11-21T10:00:00Z",
+            "thread": "MainThread",
+            "pid": 1,
+            "frames": [
+                {
+                    "file": "orders.py",
+                    "line": 1,
+                    "function": "handle",
+                    "locals": {"password": "hunter2-plain", "note": "card 4111 1111 1111 1111 for ann@example.com"},
+                }
+            ],
+        }
+        clean = {**careless, "frames": [{"file": "orders.py", "line": 1, "function": "handle", "locals": {"n": 7}}]}
+        answer = client.request("POST", EVENTS_PATH, {"instance": "careless-1", "events": [careless, clean]})
+    finally:
+        client.close()
+    assert answer["stored"] == 2
+    stored = [e for e in _events(admin) if e["instance"] == "careless-1"]
+    assert [e["frames"][0]["locals"] for e in stored] == [  # type: ignore[index]
+        {"password": {"@redacted": "secret"}, "note": "card [redacted:card] for [redacted:pii]"},
+        {"n": 7},
+    ]
+    for text in (json.dumps(stored), keyhole("events", config=admin).stdout, gateway.log()):
+        assert "hunter2" not in text and not any(secret in text for secret in SECRETS)

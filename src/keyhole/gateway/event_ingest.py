@@ -8,18 +8,21 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import insert, select
+from sqlalchemy import Table, insert, select
 from sqlalchemy.orm import Session
 
 from keyhole.gateway.models import DebugSession, EventRecord, Instance, ProbeRecord, ProbeStatus
 from keyhole.protocol import events as ev
 from keyhole.protocol.redaction import DEFAULT_RULES, redact_plain
+from keyhole.protocol.redaction_check import needs_redaction
 
 MAX_EVENT_BYTES = 256 * 1024
 # Written by the agent itself, never application data.
 _FIXED = frozenset({"probe", "kind", "ts", "thread", "pid", "instance"})
+# Trees that came out of json.loads hold no cycles; compact, as every byte is kept until the session ends.
+_encode = json.JSONEncoder(check_circular=False, separators=(",", ":")).encode
 _STATUS_DETAIL = {ev.ERROR: "error", ev.DISABLED: "reason", ev.PENDING: "reason"}
 
 
@@ -65,6 +68,8 @@ def _detail(event: dict[str, Any]) -> str:
 
 
 def redact_again(event: dict[str, Any], reveal: frozenset[str]) -> dict[str, Any]:
+    if not needs_redaction([v for k, v in event.items() if k not in _FIXED], DEFAULT_RULES, reveal):
+        return event  # the usual case: the agent did its job, and reading is much cheaper than rebuilding
     return {k: (v if k in _FIXED else redact_plain(v, DEFAULT_RULES, reveal)) for k, v in event.items()}
 
 
@@ -93,7 +98,7 @@ def ingest(db: Session, instance: Instance, events: list[Any]) -> Ingested:
             )
             result.statuses += 1
         elif kind in ev.DATA_KINDS and target.live:
-            body = json.dumps({**redact_again(event, target.reveal), "instance": instance.id})
+            body = _encode({**redact_again(event, target.reveal), "instance": instance.id})
             if len(body) > MAX_EVENT_BYTES:
                 result.dropped += 1
                 continue
@@ -110,6 +115,7 @@ def ingest(db: Session, instance: Instance, events: list[Any]) -> Ingested:
         elif kind not in (ev.STATS,):
             result.dropped += 1
     if rows:
-        db.execute(insert(EventRecord), rows)
+        # Core, not the ORM's bulk insert: the same statement at half the cost per row.
+        db.execute(insert(cast(Table, EventRecord.__table__)), rows)
     result.stored = len(rows)
     return result
