@@ -15,7 +15,13 @@ from keyhole.gateway.tokens import Caller, authenticate
 _bearer = HTTPBearer(auto_error=False, description="An access token from POST /v1/auth/login.")
 
 
-def gateway(request: Request) -> GatewayContext:
+async def gateway(request: Request) -> GatewayContext:
+    """A coroutine, as it never blocks: FastAPI would run a plain function on the thread pool, a hop
+    for every agent poll."""
+    return _context(request)
+
+
+def _context(request: Request) -> GatewayContext:
     context: GatewayContext = request.app.state.gateway
     return context
 
@@ -26,7 +32,7 @@ def caller(
 ) -> Caller:
     if credentials is None:
         raise AuthError("missing bearer token; log in first: keyhole login")
-    context = gateway(request)
+    context = _context(request)
     with context.transaction() as db:
         return authenticate(db, context.token_key, credentials.credentials)
 

@@ -3,6 +3,7 @@ listeners share in memory (who is connected, the long-polls to wake)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -17,7 +18,8 @@ from keyhole.gateway.connections import Connections
 from keyhole.gateway.database import migrate, open_engine, session_factory
 from keyhole.gateway.errors import GatewayError
 from keyhole.gateway.notifier import Notifier
-from keyhole.gateway.probe_commands import LiveProbe
+from keyhole.gateway.probe_commands import LiveProbe, live_probes
+from keyhole.gateway.probe_set_answers import ProbeSetAnswers
 from keyhole.gateway.signing_key import load_signing_key
 from keyhole.gateway.state_paths import StatePaths
 
@@ -44,10 +46,16 @@ class GatewayContext:
     probe_sets: Notifier = field(default_factory=Notifier)  # keyed by service
     session_events: Notifier = field(default_factory=Notifier)  # keyed by session id
     connections: Connections = field(default_factory=Connections)
-    # service -> (probe-set generation it was read at, the live probes then)
-    probe_set_cache: dict[str, tuple[int, list[LiveProbe]]] = field(default_factory=dict)
     # instance id -> (credential that owns it, its service, monotonic time it was last checked)
     known_instances: dict[str, tuple[str, str, float]] = field(default_factory=dict)
+    probe_set_answers: ProbeSetAnswers = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.probe_set_answers = ProbeSetAnswers(self.probe_sets, self._live_probes)
+
+    def _live_probes(self, service: str) -> list[LiveProbe]:
+        with self.transaction() as db:
+            return live_probes(db, service, time.time())
 
     @classmethod
     def open(cls, paths: StatePaths) -> GatewayContext:

@@ -10,10 +10,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from sqlalchemy import Table, insert, select
+from sqlalchemy import Table, bindparam, insert, select
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from keyhole.gateway.models import DebugSession, EventRecord, Instance, ProbeRecord, ProbeStatus
+from keyhole.gateway.models import DebugSession, EventRecord, ProbeRecord, ProbeStatus
 from keyhole.protocol import events as ev
 from keyhole.protocol.redaction import DEFAULT_RULES, redact_plain
 from keyhole.protocol.redaction_check import needs_redaction
@@ -30,8 +31,17 @@ _STATUS_DETAIL = {ev.ERROR: "error", ev.DISABLED: "reason", ev.PENDING: "reason"
 class Ingested:
     stored: int = 0
     statuses: int = 0
-    dropped: int = 0
+    dropped: int = 0  # events of this batch the gateway did not keep
+    agent_dropped: int = 0  # events the agent reports it could not send (its buffer was full)
     sessions: set[str] = field(default_factory=set)
+
+
+@dataclass(frozen=True)
+class Uploader:
+    """The instance a batch comes from, already checked against the calling certificate."""
+
+    id: str
+    service: str
 
 
 @dataclass(frozen=True)
@@ -41,19 +51,35 @@ class _Target:
     reveal: frozenset[str]
 
 
-def _targets(db: Session, instance: Instance, probe_ids: set[str], now: float) -> dict[str, _Target]:
+# Built once: a status upload per agent per probe change makes building statements a real share of
+# the gateway's CPU.
+_TARGETS = (
+    select(ProbeRecord.id, ProbeRecord.spec, DebugSession.id, DebugSession.ended_at, DebugSession.expires_at)
+    .join(DebugSession, DebugSession.id == ProbeRecord.session_id)
+    .where(
+        ProbeRecord.id.in_(bindparam("probe_ids", expanding=True)),
+        DebugSession.service == bindparam("service"),
+        (ProbeRecord.instance_id.is_(None)) | (ProbeRecord.instance_id == bindparam("instance")),
+    )
+)
+_UPSERT_STATUS = sqlite_insert(cast(Table, ProbeStatus.__table__))
+_UPSERT_STATUS = _UPSERT_STATUS.on_conflict_do_update(
+    index_elements=["probe_id", "instance_id"],
+    set_={
+        "state": _UPSERT_STATUS.excluded.state,
+        "detail": _UPSERT_STATUS.excluded.detail,
+        "updated_at": _UPSERT_STATUS.excluded.updated_at,
+    },
+)
+_INSERT_EVENTS = insert(cast(Table, EventRecord.__table__))
+
+
+def _targets(db: Session, instance: Uploader, probe_ids: set[str], now: float) -> dict[str, _Target]:
     """The probes this instance may report on: of its own service, and aimed at it or at all."""
     if not probe_ids:
         return {}
-    rows = db.execute(
-        select(ProbeRecord.id, ProbeRecord.spec, DebugSession.id, DebugSession.ended_at, DebugSession.expires_at)
-        .join(DebugSession, DebugSession.id == ProbeRecord.session_id)
-        .where(
-            ProbeRecord.id.in_(probe_ids),
-            DebugSession.service == instance.service,
-            (ProbeRecord.instance_id.is_(None)) | (ProbeRecord.instance_id == instance.id),
-        )
-    ).all()
+    params = {"probe_ids": sorted(probe_ids), "service": instance.service, "instance": instance.id}
+    rows = db.execute(_TARGETS, params).all()
     out = {}
     for probe_id, spec, session_id, ended_at, expires_at in rows:
         reveal = frozenset(json.loads(spec).get("reveal", ()))
@@ -73,30 +99,39 @@ def redact_again(event: dict[str, Any], reveal: frozenset[str]) -> dict[str, Any
     return {k: (v if k in _FIXED else redact_plain(v, DEFAULT_RULES, reveal)) for k, v in event.items()}
 
 
-def ingest(db: Session, instance: Instance, events: list[Any]) -> Ingested:
+def _save_statuses(db: Session, rows: list[dict[str, Any]]) -> None:
+    latest = {(row["probe_id"], row["instance_id"]): row for row in rows}  # the last word of the batch wins
+    db.execute(_UPSERT_STATUS, list(latest.values()))
+
+
+def ingest(db: Session, instance: Uploader, events: list[Any]) -> Ingested:
     now = time.time()
     result = Ingested()
     wellformed = [e for e in events if isinstance(e, dict) and isinstance(e.get("kind"), str)]
     result.dropped += len(events) - len(wellformed)
     targets = _targets(db, instance, {e["probe"] for e in wellformed if isinstance(e.get("probe"), str)}, now)
     rows: list[dict[str, Any]] = []
+    statuses: list[dict[str, Any]] = []
     for event in wellformed:
         kind, probe_id = event["kind"], event.get("probe")
         if probe_id is None:
             count = event.get("count")
             if kind == ev.DROPPED and type(count) is int and 0 < count <= MAX_EVENT_BYTES * 1000:
-                instance.dropped = min(instance.dropped + count, 2**62)
+                result.agent_dropped += count
             continue
         target = targets.get(probe_id) if isinstance(probe_id, str) else None
         if target is None:
             result.dropped += 1
         elif kind in (ev.INSTALLED, ev.PENDING, ev.ERROR, ev.DISABLED, ev.REMOVED):
-            db.merge(
-                ProbeStatus(
-                    probe_id=probe_id, instance_id=instance.id, state=kind, detail=_detail(event), updated_at=now
-                )
+            statuses.append(
+                {
+                    "probe_id": probe_id,
+                    "instance_id": instance.id,
+                    "state": kind,
+                    "detail": _detail(event),
+                    "updated_at": now,
+                }
             )
-            result.statuses += 1
         elif kind in ev.DATA_KINDS and target.live:
             body = _encode({**redact_again(event, target.reveal), "instance": instance.id})
             if len(body) > MAX_EVENT_BYTES:
@@ -114,8 +149,11 @@ def ingest(db: Session, instance: Instance, events: list[Any]) -> Ingested:
             result.sessions.add(target.session)
         elif kind not in (ev.STATS,):
             result.dropped += 1
+    if statuses:
+        _save_statuses(db, statuses)
     if rows:
         # Core, not the ORM's bulk insert: the same statement at half the cost per row.
-        db.execute(insert(cast(Table, EventRecord.__table__)), rows)
+        db.execute(_INSERT_EVENTS, rows)
+    result.statuses = len(statuses)
     result.stored = len(rows)
     return result

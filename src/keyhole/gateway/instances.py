@@ -67,6 +67,13 @@ def touch(db: Session, row: Instance) -> None:
         row.last_seen = now
 
 
+def add_dropped(db: Session, instance_id: str, count: int) -> None:
+    """Count events the agent could not send (its buffer was full); capped, as agents report it."""
+    row = db.get(Instance, instance_id)
+    if row is not None:
+        row.dropped = min(row.dropped + count, 2**62)
+
+
 def all_instances(db: Session) -> list[Instance]:
     return list(db.scalars(select(Instance).order_by(Instance.service, Instance.first_seen)))
 

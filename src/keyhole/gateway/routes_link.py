@@ -9,7 +9,7 @@ import json
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
@@ -18,8 +18,7 @@ from keyhole.gateway.api_auth import Gateway
 from keyhole.gateway.api_errors import ApiError
 from keyhole.gateway.context import GatewayContext
 from keyhole.gateway.enrollment import renew
-from keyhole.gateway.event_ingest import ingest
-from keyhole.gateway.probe_commands import live_probes
+from keyhole.gateway.event_ingest import Uploader, ingest
 from keyhole.gateway.routes_enroll import Labels, ServiceName
 from keyhole.gateway.tls_peer import peer_name
 from keyhole.protocol.link import (
@@ -30,7 +29,6 @@ from keyhole.protocol.link import (
     MAX_POLL_WAIT,
     PROBES_PATH,
     RENEW_PATH,
-    probe_set_digest,
 )
 
 router = APIRouter(tags=["agent link"])
@@ -83,30 +81,21 @@ def hello(body: HelloRequest, peer: Peer, context: Gateway) -> HelloResponse:
     return HelloResponse(instance=body.instance, server_time=time.time())
 
 
-def _probe_set(context: GatewayContext, service: str, instance: str) -> ProbeSet:
-    generation = context.probe_sets.generation(service)
-    # Read once per change of the service's set, however many agents poll.
-    cached = context.probe_set_cache.get(service)
-    if cached is None or cached[0] != generation:
-        with context.transaction() as db:
-            cached = (generation, live_probes(db, service, time.time()))
-        context.probe_set_cache[service] = cached
-    envelopes = [{"id": p.id, **p.envelope} for p in cached[1] if p.instance is None or p.instance == instance]
-    return ProbeSet(digest=probe_set_digest(envelopes), probes=envelopes, server_time=time.time())
+def _cached_service(context: GatewayContext, peer: str, instance: str) -> str | None:
+    """The instance's service if it was checked against the database in the last few seconds: every
+    answered poll is re-sent at once, and a transaction each time would dominate fan-out."""
+    known = context.known_instances.get(instance)
+    if known is not None and known[0] == peer and time.monotonic() - known[2] < instances.TOUCH_EVERY:
+        return known[1]
+    return None
 
 
 def _known_instance(context: GatewayContext, peer: str, instance: str) -> str:
-    """The instance's service, checked against the database at most every few seconds per instance
-    (every answered poll is re-sent at once: a transaction each time would dominate fan-out)."""
-    known = context.known_instances.get(instance)
-    now = time.monotonic()
-    if known is not None and known[0] == peer and now - known[2] < instances.TOUCH_EVERY:
-        return known[1]
     with context.transaction() as db:
         row = instances.instance_of(db, peer, instance)
         instances.touch(db, row)
         service = row.service
-    context.known_instances[instance] = (peer, service, now)
+    context.known_instances[instance] = (peer, service, time.monotonic())
     return service
 
 
@@ -116,7 +105,11 @@ async def _disconnected(request: Request) -> None:
         pass
 
 
-@router.get(PROBES_PATH)
+def _json(body: bytes) -> Response:
+    return Response(body, media_type="application/json")
+
+
+@router.get(PROBES_PATH, response_model=ProbeSet)
 async def probe_set(
     request: Request,
     *,
@@ -125,16 +118,18 @@ async def probe_set(
     instance: Annotated[str, Query(pattern=_INSTANCE)],
     have: Annotated[str, Query(max_length=64)] = "",
     wait: Annotated[float, Query(ge=0, le=MAX_POLL_WAIT)] = 0.0,
-) -> ProbeSet:
+) -> Response:
     """The probes this instance should hold. With `have` (the digest of the set it holds) and `wait`,
     the answer is held until the set changes or `wait` seconds pass."""
-    service = await run_in_threadpool(_known_instance, context, peer, instance)
+    service = _cached_service(context, peer, instance)
+    if service is None:
+        service = await run_in_threadpool(_known_instance, context, peer, instance)
+    answers = context.probe_set_answers
     context.connections.poll_started(instance)
     try:
-        generation = context.probe_sets.generation(service)
-        current = await run_in_threadpool(_probe_set, context, service, instance)
+        generation, current = await answers.current(service, instance)
         if current.digest != have or wait <= 0:
-            return current
+            return _json(current.body())
         changed = asyncio.ensure_future(context.probe_sets.wait(service, generation, wait))
         gone = asyncio.ensure_future(_disconnected(request))
         await asyncio.wait((changed, gone), return_when=asyncio.FIRST_COMPLETED)
@@ -142,8 +137,9 @@ async def probe_set(
             task.cancel()
         if gone.done() and not gone.cancelled():
             context.connections.gone(instance)
-            return current
-        return await run_in_threadpool(_probe_set, context, service, instance)
+            return _json(current.body())
+        _, latest = await answers.current(service, instance)
+        return _json(latest.body())
     finally:
         context.connections.poll_ended(instance)
 
@@ -179,10 +175,12 @@ def _parse_batch(raw: bytes) -> dict[str, Any]:
 
 def _store(context: GatewayContext, peer: str, raw: bytes) -> Uploaded:
     data = _parse_batch(raw)  # here, in the thread pool: parsing 4 MiB must not stall the event loop
+    instance = data["instance"]
+    service = _cached_service(context, peer, instance) or _known_instance(context, peer, instance)
     with context.transaction() as db:
-        row = instances.instance_of(db, peer, data["instance"])
-        instances.touch(db, row)
-        result = ingest(db, row, data["events"])
+        result = ingest(db, Uploader(instance, service), data["events"])
+        if result.agent_dropped:
+            instances.add_dropped(db, instance, result.agent_dropped)
     for session in result.sessions:
         context.session_events.bump(session)
     return Uploaded(stored=result.stored, statuses=result.statuses, dropped=result.dropped)

@@ -21,7 +21,7 @@ from keyhole.gateway.app import create_agent_app, create_user_app
 from keyhole.gateway.context import GatewayContext
 from keyhole.gateway.errors import GatewayError
 from keyhole.gateway.sessions import Expired, expire_due
-from keyhole.gateway.tls_peer import PeerCertH11Protocol
+from keyhole.gateway.tls_peer import PeerCertHttpToolsProtocol
 
 SWEEP_EVERY = 1.0
 _log = logging.getLogger("keyhole.gateway")
@@ -52,7 +52,7 @@ class _Server(uvicorn.Server):
 def _config(app: object, context: GatewayContext, client_certs: bool) -> uvicorn.Config:
     return uvicorn.Config(
         app,  # type: ignore[arg-type]
-        http=PeerCertH11Protocol if client_certs else "h11",
+        http=PeerCertHttpToolsProtocol if client_certs else "httptools",
         ssl_certfile=str(context.paths.server_cert),
         ssl_keyfile=str(context.paths.server_key),
         ssl_ca_certs=str(context.paths.ca_cert) if client_certs else None,

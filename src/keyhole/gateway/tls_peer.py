@@ -13,7 +13,7 @@ import ssl
 from typing import Any
 
 from starlette.requests import Request
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from keyhole.gateway.errors import AuthError
 
@@ -28,16 +28,20 @@ def _common_name(cert: dict[str, Any]) -> str | None:
     return None
 
 
-class PeerCertH11Protocol(H11Protocol):
+def _with_peer(state: dict[str, Any], transport: asyncio.Transport) -> dict[str, Any]:
+    ssl_object = transport.get_extra_info("ssl_object")
+    peer = ssl_object.getpeercert() if isinstance(ssl_object, ssl.SSLObject) else None
+    # A copy: the state dict uvicorn passes in is shared by every connection of the server.
+    return {**state, _PEER: _common_name(peer) if peer else None}
+
+
+class PeerCertHttpToolsProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        ssl_object = transport.get_extra_info("ssl_object")
-        peer = ssl_object.getpeercert() if isinstance(ssl_object, ssl.SSLObject) else None
-        # A copy: the state dict uvicorn passes in is shared by every connection of the server.
-        self.app_state = {**self.app_state, _PEER: _common_name(peer) if peer else None}
+        self.app_state = _with_peer(self.app_state, transport)
 
 
-def peer_name(request: Request) -> str:
+async def peer_name(request: Request) -> str:  # a coroutine: it never blocks (see api_auth.gateway)
     name = request.scope.get("state", {}).get(_PEER)
     if not isinstance(name, str):
         raise AuthError("this endpoint needs the client certificate of an enrolled agent")
