@@ -301,10 +301,19 @@ def test_the_gateway_redacts_again_what_a_careless_agent_lets_through(
             ],
         }
         clean = {**careless, "frames": [{"file": "orders.py", "line": 1, "function": "handle", "locals": {"n": 7}}]}
-        answer = client.request("POST", EVENTS_PATH, {"instance": "careless-1", "events": [careless, clean]})
+        refusal = {**clean, "kind": "error", "error": "refused: bad signature near 4111 1111 1111 1111"}
+        del refusal["frames"]
+        batch = {"instance": "careless-1", "events": [careless, clean, refusal]}
+        answer = client.request("POST", EVENTS_PATH, batch)
     finally:
         client.close()
-    assert answer["stored"] == 2
+    assert answer["stored"] == 2 and answer["statuses"] == 1
+    # A refused command is the operator's business too: the gateway logs it (redacted).
+    logged = f"agent instance careless-1 refused probe {probe}: bad signature near [redacted:card]"
+    deadline = time.monotonic() + 5
+    while logged not in gateway.log() and time.monotonic() < deadline:
+        time.sleep(0.05)  # the log is read from the gateway's output by another thread
+    assert logged in gateway.log()
     stored = [e for e in _events(admin) if e["instance"] == "careless-1"]
     assert [e["frames"][0]["locals"] for e in stored] == [  # type: ignore[index]
         {"password": {"@redacted": "secret"}, "note": "card [redacted:card] for [redacted:pii]"},
@@ -312,3 +321,49 @@ def test_the_gateway_redacts_again_what_a_careless_agent_lets_through(
     ]
     for text in (json.dumps(stored), keyhole("events", config=admin).stdout, gateway.log()):
         assert "hunter2" not in text and not any(secret in text for secret in SECRETS)
+
+
+def test_revoking_an_agent_cuts_off_every_process_of_its_enrollment_and_no_other(
+    gateway: RunningGateway, admin: Path, service: Service, session: str, tmp_path: Path
+) -> None:
+    workers = start_service(gateway, admin, token=enroll_token(admin), mode="fork")
+    try:
+        workers.wait_for(lambda s: len({line["pid"] for line in workers.lines}) == 2)
+        pids = {line["pid"] for line in workers.lines}
+        instances = {str(wait_connected(admin, pid)["instance"]) for pid in pids}
+        assert keyhole("snap", f"orders.py:{probe_line()}", config=admin).returncode == 0
+        for pid in pids:
+            workers.wait_for(lambda s: s["probes"] == 1, pid=pid)
+
+        engineer = _engineer(gateway, admin, tmp_path, "rita")
+        refused = keyhole("agent", "revoke", min(instances), config=engineer)
+        assert refused.returncode == 1 and "not an admin" in refused.stderr and refused.stderr.count("\n") == 1
+
+        revoked = keyhole("agent", "revoke", min(instances), config=admin)
+        assert revoked.returncode == 0, revoked.stderr
+        assert "service orders" in revoked.stdout and all(i in revoked.stdout for i in instances)
+        for pid in pids:  # each process learns at its next request, and drops its probes
+            workers.wait_for(lambda s: s["probes"] == 0, pid=pid, timeout=10)
+        assert any("refused by the gateway" in line for line in workers.errors), workers.errors
+        listed = {a["instance"]: a for a in agents(admin)}
+        assert all(listed[i]["revoked"] for i in instances)
+        assert "revoked" in keyhole("agents", config=admin).stdout
+
+        mine = service.instance(admin)  # another enrollment of the same service is not touched
+        assert not listed[mine]["revoked"] and listed[mine]["connected"]
+        service.wait_for(lambda s: s["probes"] == 1)
+
+        again = keyhole("agent", "revoke", min(instances), config=admin)
+        assert again.returncode == 1 and "already revoked" in again.stderr and again.stderr.count("\n") == 1
+        unknown = keyhole("agent", "revoke", "no-such-instance", config=admin)
+        assert unknown.returncode == 1 and "keyhole agents" in unknown.stderr and "Traceback" not in unknown.stderr
+    finally:
+        workers.stop()
+        for pid in {line["pid"] for line in workers.lines} - {workers.process.pid}:
+            import os
+            import signal
+
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass

@@ -36,8 +36,9 @@ _leaves = _texts | st.integers() | st.floats(allow_nan=False) | st.booleans() | 
 _marker = st.sampled_from(CLASSES).map(lambda cls: {"@redacted": cls})
 _values = st.recursive(
     _leaves | _marker,
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.sampled_from(_KEYS) | _texts, children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.sampled_from(_KEYS) | _texts, children, max_size=4)
+    ),
     max_leaves=20,
 )
 _reveals = st.frozensets(st.sampled_from(CLASSES), max_size=3)

@@ -1,4 +1,5 @@
-"""`keyhole agent enroll-token` (admin) and `keyhole agents`: enrolling agents and seeing them."""
+"""`keyhole agent enroll-token` and `keyhole agent revoke` (admin), and `keyhole agents`: enrolling
+agents, cutting them off, and seeing them."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import typer
 from keyhole.cli.options import duration_option, labels_option
 from keyhole.cli.time_text import ago
 
-agent_app = typer.Typer(help="Enroll agents (admin).", no_args_is_help=True)
+agent_app = typer.Typer(help="Enroll agents and revoke them (admin).", no_args_is_help=True)
 
 
 @agent_app.command("enroll-token")
@@ -32,8 +33,24 @@ def enroll_token(
     typer.echo(answer["token"])
 
 
+@agent_app.command("revoke")
+def revoke(
+    instance: Annotated[str, typer.Argument(help="An agent instance, as keyhole agents lists it.", show_default=False)],
+) -> None:
+    """Revoke the enrollment of INSTANCE: its certificates stop working at once, for every process that
+    shares it (forked workers), and those agents drop their probes. They need a new enrollment token."""
+    from urllib.parse import quote
+
+    from keyhole.cli.gateway_client import api
+
+    answer = api("POST", f"/v1/agents/{quote(instance, safe='')}/revoke")
+    typer.echo(
+        f"revoked the enrollment of {instance} (service {answer['service']}); cut off: {', '.join(answer['instances'])}"
+    )
+
+
 def _row(agent: dict[str, Any]) -> str:
-    state = "connected" if agent["connected"] else "gone"
+    state = "revoked" if agent.get("revoked") else "connected" if agent["connected"] else "gone"
     labels = ",".join(f"{k}={v}" for k, v in sorted(agent["labels"].items()))
     dropped = f"  dropped {agent['dropped']}" if agent["dropped"] else ""
     return (

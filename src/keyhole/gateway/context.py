@@ -48,6 +48,8 @@ class GatewayContext:
     connections: Connections = field(default_factory=Connections)
     # instance id -> (credential that owns it, its service, monotonic time it was last checked)
     known_instances: dict[str, tuple[str, str, float]] = field(default_factory=dict)
+    # Revoked since the gateway started; the cache above must not vouch for them even for a moment.
+    revoked_credentials: set[str] = field(default_factory=set)
     probe_set_answers: ProbeSetAnswers = field(init=False)
 
     def __post_init__(self) -> None:

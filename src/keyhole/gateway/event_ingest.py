@@ -6,6 +6,7 @@ and counted, never an error: one bad event must not cost the batch."""
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -16,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from keyhole.gateway.models import DebugSession, EventRecord, ProbeRecord, ProbeStatus
 from keyhole.protocol import events as ev
-from keyhole.protocol.redaction import DEFAULT_RULES, redact_plain
+from keyhole.protocol.redaction import DEFAULT_RULES, cut_text, redact_plain, redact_text
 from keyhole.protocol.redaction_check import needs_redaction
 
 MAX_EVENT_BYTES = 256 * 1024
@@ -24,6 +25,8 @@ MAX_EVENT_BYTES = 256 * 1024
 _FIXED = frozenset({"probe", "kind", "ts", "thread", "pid", "instance"})
 # Trees that came out of json.loads hold no cycles; compact, as every byte is kept until the session ends.
 _encode = json.JSONEncoder(check_circular=False, separators=(",", ":")).encode
+_REFUSED = "refused: "  # how the agent words a refused probe command (GatewayLink._apply)
+_log = logging.getLogger("keyhole.gateway")
 _STATUS_DETAIL = {ev.ERROR: "error", ev.DISABLED: "reason", ev.PENDING: "reason"}
 
 
@@ -123,6 +126,15 @@ def ingest(db: Session, instance: Uploader, events: list[Any]) -> Ingested:
         if target is None:
             result.dropped += 1
         elif kind in (ev.INSTALLED, ev.PENDING, ev.ERROR, ev.DISABLED, ev.REMOVED):
+            if kind == ev.ERROR and _detail(event).startswith(_REFUSED):
+                # The agent would not take a command the gateway signed: a key or clock problem the
+                # operator must see, not only the engineer who set the probe.
+                _log.warning(
+                    "agent instance %s refused probe %s: %s",
+                    instance.id,
+                    probe_id,
+                    cut_text(redact_text(_detail(event)[len(_REFUSED) :])[0], 300),
+                )
             statuses.append(
                 {
                     "probe_id": probe_id,

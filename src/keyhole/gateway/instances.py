@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from keyhole.gateway.api_errors import ApiError
 from keyhole.gateway.errors import AuthError, GatewayError
 from keyhole.gateway.models import AgentCredential, Instance
 
@@ -65,6 +66,30 @@ def touch(db: Session, row: Instance) -> None:
     now = time.time()
     if now - row.last_seen >= TOUCH_EVERY:
         row.last_seen = now
+
+
+@dataclass(frozen=True)
+class Revoked:
+    credential: str
+    service: str
+    instances: list[str]  # every process of that enrollment (forked workers share it)
+
+
+def revoke(db: Session, instance_id: str, now: float) -> Revoked:
+    """Revoke the enrollment the instance belongs to: none of its certificates works any more."""
+    row = db.get(Instance, instance_id)
+    if row is None:
+        raise ApiError(404, f"no agent instance {instance_id!r}; see the instances with: keyhole agents")
+    cred = db.get(AgentCredential, row.credential_id)
+    if cred is None or cred.revoked_at is not None:
+        raise ApiError(409, f"the enrollment of agent instance {instance_id!r} is already revoked")
+    cred.revoked_at = now
+    siblings = db.scalars(select(Instance.id).where(Instance.credential_id == cred.id).order_by(Instance.first_seen))
+    return Revoked(cred.id, cred.service, list(siblings))
+
+
+def revoked_credentials(db: Session) -> set[str]:
+    return set(db.scalars(select(AgentCredential.id).where(AgentCredential.revoked_at.is_not(None))))
 
 
 def add_dropped(db: Session, instance_id: str, count: int) -> None:

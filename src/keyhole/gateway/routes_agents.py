@@ -4,12 +4,13 @@ last in contact."""
 from __future__ import annotations
 
 import json
+import time
 
 from fastapi import APIRouter
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from keyhole.gateway import instances
-from keyhole.gateway.api_auth import AnyUser, Gateway
+from keyhole.gateway.api_auth import Admin, AnyUser, Gateway
 from keyhole.gateway.models import Instance
 
 router = APIRouter(prefix="/v1/agents", tags=["agents"])
@@ -27,9 +28,15 @@ class AgentOut(BaseModel):
     first_seen: float
     last_seen: float
     dropped: int
+    revoked: bool
 
 
-def agent_out(row: Instance, connected: bool) -> AgentOut:
+class RevokeOut(BaseModel):
+    service: str
+    instances: list[str] = Field(description="every process of the revoked enrollment (forked workers share it)")
+
+
+def agent_out(row: Instance, connected: bool, revoked: bool) -> AgentOut:
     return AgentOut(
         instance=row.id,
         service=row.service,
@@ -42,6 +49,7 @@ def agent_out(row: Instance, connected: bool) -> AgentOut:
         first_seen=row.first_seen,
         last_seen=row.last_seen,
         dropped=row.dropped,
+        revoked=revoked,
     )
 
 
@@ -49,4 +57,17 @@ def agent_out(row: Instance, connected: bool) -> AgentOut:
 def list_agents(_: AnyUser, context: Gateway) -> list[AgentOut]:
     with context.transaction() as db:
         rows = instances.all_instances(db)
-    return [agent_out(row, context.connections.connected(row.id)) for row in rows]
+        revoked = instances.revoked_credentials(db)
+    return [agent_out(row, context.connections.connected(row.id), row.credential_id in revoked) for row in rows]
+
+
+@router.post("/{instance}/revoke")
+def revoke_agent(instance: str, _: Admin, context: Gateway) -> RevokeOut:
+    """Revoke the enrollment of an agent instance: its certificates stop working at once, for every
+    process that shares it. Its long-polls are answered now and their next request is refused, so the
+    agents drop their probes and stop; they need a new enrollment token to come back."""
+    with context.transaction() as db:
+        revoked = instances.revoke(db, instance, time.time())
+    context.revoked_credentials.add(revoked.credential)  # the next request of each reads the revocation
+    context.probe_sets.bump(revoked.service)  # and its waiting poll makes one now
+    return RevokeOut(service=revoked.service, instances=revoked.instances)

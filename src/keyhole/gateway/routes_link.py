@@ -85,9 +85,9 @@ def _cached_service(context: GatewayContext, peer: str, instance: str) -> str | 
     """The instance's service if it was checked against the database in the last few seconds: every
     answered poll is re-sent at once, and a transaction each time would dominate fan-out."""
     known = context.known_instances.get(instance)
-    if known is not None and known[0] == peer and time.monotonic() - known[2] < instances.TOUCH_EVERY:
-        return known[1]
-    return None
+    if known is None or known[0] != peer or peer in context.revoked_credentials:
+        return None
+    return known[1] if time.monotonic() - known[2] < instances.TOUCH_EVERY else None
 
 
 def _known_instance(context: GatewayContext, peer: str, instance: str) -> str:
@@ -138,6 +138,8 @@ async def probe_set(
         if gone.done() and not gone.cancelled():
             context.connections.gone(instance)
             return _json(current.body())
+        if peer in context.revoked_credentials:  # revoked while it waited: the database check refuses it
+            await run_in_threadpool(_known_instance, context, peer, instance)
         _, latest = await answers.current(service, instance)
         return _json(latest.body())
     finally:
