@@ -3,6 +3,7 @@ listeners share in memory (who is connected, the long-polls to wake)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -51,6 +52,9 @@ class GatewayContext:
     # Revoked since the gateway started; the cache above must not vouch for them even for a moment.
     revoked_credentials: set[str] = field(default_factory=set)
     probe_set_answers: ProbeSetAnswers = field(init=False)
+    # Uploads stored at once. More threads do not store faster (SQLite has one writer), they only take
+    # the interpreter lock from the event loop in turn, and a new probe's answers to the polls wait.
+    ingest_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(2))
 
     def __post_init__(self) -> None:
         self.probe_set_answers = ProbeSetAnswers(self.probe_sets, self._live_probes)

@@ -195,7 +195,8 @@ async def upload_events(request: Request, peer: Peer, context: Gateway) -> Uploa
     """A batch: ``{"instance": ID, "events": [event, ...]}``, at most 500 events and 4 MiB."""
     raw = await _body(request)
     # Not a sign of presence: a stopping agent's last upload comes after its poll has closed.
-    return await run_in_threadpool(_store, context, peer, raw)
+    async with context.ingest_slots:
+        return await run_in_threadpool(_store, context, peer, raw)
 
 
 @router.post(RENEW_PATH)
