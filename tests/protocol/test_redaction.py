@@ -120,6 +120,23 @@ def test_ordinary_text_is_left_alone(text: str) -> None:
     assert redact_text(text) == (text, None)
 
 
+def _in_digits(text: str, zero: int) -> str:
+    """text with its ASCII digits written in another script's (zero: that script's digit zero)."""
+    return text.translate(str.maketrans("0123456789", "".join(chr(zero + d) for d in range(10))))
+
+
+@pytest.mark.parametrize(
+    ("text", "cls"),
+    [
+        (_in_digits("call +123 4567 890 now", 0x0660), "pii"),  # Arabic-Indic digits
+        (_in_digits("card 4111 1111 1111 1111", 0xFF10), "card"),  # fullwidth digits
+    ],
+)
+def test_numbers_in_other_scripts_digits_are_redacted_too(text: str, cls: str) -> None:
+    redacted, _ = redact_text(text)
+    assert f"[redacted:{cls}]" in redacted and not any(ch.isdigit() for ch in redacted)
+
+
 def test_luhn() -> None:
     assert luhn_ok("4111111111111111") and not luhn_ok("4111111111111112")
 

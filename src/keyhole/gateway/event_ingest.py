@@ -21,6 +21,9 @@ from keyhole.protocol.redaction import DEFAULT_RULES, cut_text, redact_plain, re
 from keyhole.protocol.redaction_check import needs_redaction
 
 MAX_EVENT_BYTES = 256 * 1024
+# An agent's capture nests a handful of levels. Deeper, and reading the event back (json.loads in
+# `keyhole events`) could fail for the whole page.
+MAX_EVENT_DEPTH = 100
 # Written by the agent itself, never application data.
 _FIXED = frozenset({"probe", "kind", "ts", "thread", "pid", "instance"})
 # Trees that came out of json.loads hold no cycles; compact, as every byte is kept until the session ends.
@@ -90,10 +93,28 @@ def _targets(db: Session, instance: Uploader, probe_ids: set[str], now: float) -
     return out
 
 
+def _too_deep(body: str, event: dict[str, Any]) -> bool:
+    if body.count("{") + body.count("[") <= MAX_EVENT_DEPTH:
+        return False  # decided in C for nearly every event
+    stack: list[tuple[Any, int]] = [(event, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_EVENT_DEPTH:
+            return True
+        if type(value) is dict:
+            stack.extend((item, depth + 1) for item in value.values())
+        elif type(value) is list:
+            stack.extend((item, depth + 1) for item in value)
+    return False
+
+
 def _detail(event: dict[str, Any]) -> str:
+    """What the instance says about the probe, redacted: an error can quote the application's values."""
     if event["kind"] == ev.INSTALLED:
-        return ", ".join(str(place) for place in event.get("locations") or [])[:2000]
-    return str(event.get(_STATUS_DETAIL.get(event["kind"], ""), ""))[:2000]
+        text = ", ".join(str(place) for place in event.get("locations") or [])
+    else:
+        text = str(event.get(_STATUS_DETAIL.get(event["kind"], ""), ""))
+    return cut_text(redact_text(text[:4000])[0], 2000)
 
 
 def redact_again(event: dict[str, Any], reveal: frozenset[str]) -> dict[str, Any]:
@@ -126,27 +147,29 @@ def ingest(db: Session, instance: Uploader, events: list[Any]) -> Ingested:
         if target is None:
             result.dropped += 1
         elif kind in (ev.INSTALLED, ev.PENDING, ev.ERROR, ev.DISABLED, ev.REMOVED):
-            if kind == ev.ERROR and _detail(event).startswith(_REFUSED):
+            detail = _detail(event)
+            if kind == ev.ERROR and detail.startswith(_REFUSED):
                 # The agent would not take a command the gateway signed: a key or clock problem the
-                # operator must see, not only the engineer who set the probe.
-                _log.warning(
-                    "agent instance %s refused probe %s: %s",
-                    instance.id,
-                    probe_id,
-                    cut_text(redact_text(_detail(event)[len(_REFUSED) :])[0], 300),
-                )
+                # operator must see, not only the engineer who set the probe. (%r: one line, whatever
+                # the agent sent.)
+                refusal = detail[len(_REFUSED) :][:300]
+                _log.warning("agent instance %s refused probe %s: %r", instance.id, probe_id, refusal)
             statuses.append(
                 {
                     "probe_id": probe_id,
                     "instance_id": instance.id,
                     "state": kind,
-                    "detail": _detail(event),
+                    "detail": detail,
                     "updated_at": now,
                 }
             )
         elif kind in ev.DATA_KINDS and target.live:
-            body = _encode({**redact_again(event, target.reveal), "instance": instance.id})
-            if len(body) > MAX_EVENT_BYTES:
+            try:
+                kept = {**redact_again(event, target.reveal), "instance": instance.id}
+                body = _encode(kept)
+            except RecursionError:  # nested deeper than redaction goes: dropped, not the whole batch
+                body = ""
+            if not body or len(body) > MAX_EVENT_BYTES or _too_deep(body, kept):
                 result.dropped += 1
                 continue
             rows.append(

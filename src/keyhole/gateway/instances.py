@@ -7,7 +7,7 @@ import json
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from keyhole.gateway.api_errors import ApiError
@@ -93,10 +93,11 @@ def revoked_credentials(db: Session) -> set[str]:
 
 
 def add_dropped(db: Session, instance_id: str, count: int) -> None:
-    """Count events the agent could not send (its buffer was full); capped, as agents report it."""
-    row = db.get(Instance, instance_id)
-    if row is not None:
-        row.dropped = min(row.dropped + count, 2**62)
+    """Count events the agent could not send (its buffer was full); capped, as agents report it. One
+    statement: two uploads of the instance may be stored at once."""
+    db.execute(
+        update(Instance).where(Instance.id == instance_id).values(dropped=func.min(Instance.dropped + count, 2**62))
+    )
 
 
 def all_instances(db: Session) -> list[Instance]:

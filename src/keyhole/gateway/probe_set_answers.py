@@ -91,8 +91,13 @@ class ProbeSetAnswers:
             # A task of its own: the poll that started the load may be cancelled (its agent left),
             # the others still wait for it.
             task = self._loading[key] = asyncio.ensure_future(self._read(service, generation))
-            task.add_done_callback(lambda _: self._loading.pop(key, None))
+            task.add_done_callback(lambda done: self._finished(key, done))
         return await asyncio.shield(task)
+
+    def _finished(self, key: tuple[str, int], task: asyncio.Task[_Built]) -> None:
+        self._loading.pop(key, None)
+        if not task.cancelled():
+            task.exception()  # retrieved here: every poll awaiting it may have gone already
 
     async def _read(self, service: str, generation: int) -> _Built:
         built = _build(generation, await run_in_threadpool(self._load, service))

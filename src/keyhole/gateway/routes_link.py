@@ -130,6 +130,8 @@ async def probe_set(
         generation, current = await answers.current(service, instance)
         if current.digest != have or wait <= 0:
             return _json(current.body())
+        if peer in context.revoked_credentials:  # revoked after the check above: no wait for it
+            await run_in_threadpool(_known_instance, context, peer, instance)
         changed = asyncio.ensure_future(context.probe_sets.wait(service, generation, wait))
         gone = asyncio.ensure_future(_disconnected(request))
         await asyncio.wait((changed, gone), return_when=asyncio.FIRST_COMPLETED)

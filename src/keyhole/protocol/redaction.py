@@ -230,7 +230,7 @@ def _most_digits_together(text: str) -> int:
 
 
 # The cheapest first test, true for every string any family could match; most strings fail it.
-SECRET_HINT = re.compile(r"[0-9@:]|-----|eyJ|" + _WORD_HINT)
+SECRET_HINT = re.compile(r"[\d@:]|-----|eyJ|" + _WORD_HINT)  # \d: any script's digits, as the patterns
 
 
 def _families(text: str) -> int:
@@ -269,7 +269,7 @@ def _pattern(families: int) -> re.Pattern[str]:
 def luhn_ok(digits: str) -> bool:
     total = 0
     for i, ch in enumerate(reversed(digits)):
-        d = ord(ch) - 48
+        d = int(ch)  # any script's decimal digit, as \\d matched it
         if i % 2 == 1:
             d *= 2
             if d > 9:
@@ -310,7 +310,8 @@ def may_match(text: str) -> bool:
 
 
 def text_changes(text: str, reveal: frozenset[str] | tuple[str, ...] = ()) -> bool:
-    """Whether `redact_text` would change text: the same tests in the same order, with nothing built."""
+    """Whether `redact_text` would change text: the same patterns in the same order (behind the
+    stricter `may_match` rather than SECRET_HINT), with nothing built."""
     if len(text) < 6 or not may_match(text):
         return False
     families = _families(text)

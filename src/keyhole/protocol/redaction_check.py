@@ -28,6 +28,7 @@ _SECRET = 3  # a secret name: its value must already be the marker
 _CHANGED = 4  # the key's own text would be redacted
 
 _CACHE_LIMIT = 4096  # keys come from application data: keep each cache bounded
+_CACHED_KEY_LENGTH = 256  # and so may be long: those are decided each time, not kept
 
 
 class _Keys:
@@ -42,9 +43,11 @@ class _Keys:
     def meaning(self, key: str) -> int:
         found = self.known.get(key)
         if found is None:
-            if len(self.known) >= _CACHE_LIMIT:
-                self.known.clear()
-            found = self.known[key] = self._decide(key)
+            found = self._decide(key)
+            if len(key) <= _CACHED_KEY_LENGTH:
+                if len(self.known) >= _CACHE_LIMIT:
+                    self.known.clear()
+                self.known[key] = found
         return found
 
     def _decide(self, key: str) -> int:
@@ -111,5 +114,5 @@ def needs_redaction(value: Any, rules: RedactionRules, reveal: frozenset[str] = 
     except _Dirty:
         return True
     except RecursionError:
-        return True  # redact_plain decides what such a value becomes
+        return True  # too deep to walk: the caller's own redaction meets the same depth and decides
     return False
