@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from keyhole.gateway.merkle import (
     EMPTY_ROOT,
+    Frontier,
     ProofError,
     consistency_proof,
     inclusion_proof,
@@ -128,3 +129,14 @@ def test_a_changed_entry_breaks_every_proof_that_covers_it(entries: list[bytes],
 def test_the_empty_tree_and_the_node_hash_are_the_rfcs() -> None:
     assert root([]) == EMPTY_ROOT == hashlib.sha256(b"").digest()
     assert node_hash(b"a", b"b") == hashlib.sha256(b"\x01ab").digest()
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.binary(max_size=4), max_size=70))
+def test_a_frontier_built_leaf_by_leaf_has_every_roots(entries: list[bytes]) -> None:
+    frontier = Frontier()
+    assert frontier.root() == EMPTY_ROOT
+    leaves = [leaf_hash(e) for e in entries]
+    for n, leaf in enumerate(leaves, start=1):
+        frontier.add(leaf)
+        assert frontier.size == n and frontier.root() == _mth(entries[:n])

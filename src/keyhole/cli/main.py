@@ -109,6 +109,7 @@ def events(
 from keyhole.cli import probe_commands  # noqa: E402
 from keyhole.cli.account_commands import login, logout, user_app  # noqa: E402
 from keyhole.cli.agent_commands import agent_app, agents  # noqa: E402
+from keyhole.cli.audit_commands import audit_app  # noqa: E402
 from keyhole.cli.demo import demo  # noqa: E402
 from keyhole.cli.gateway_commands import gateway_app  # noqa: E402
 from keyhole.cli.session_commands import session_app  # noqa: E402
@@ -117,6 +118,7 @@ app.add_typer(gateway_app, name="gateway")
 app.add_typer(user_app, name="user")
 app.add_typer(agent_app, name="agent")
 app.add_typer(session_app, name="session")
+app.add_typer(audit_app, name="audit")
 app.command("login")(login)
 app.command("logout")(logout)
 app.command("agents")(agents)

@@ -10,7 +10,7 @@ checkpoint extends an earlier one without changing anything the earlier one cove
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 EMPTY_ROOT = hashlib.sha256(b"").digest()
 HASH_SIZE = 32
@@ -47,48 +47,81 @@ def root(leaves: Sequence[bytes]) -> bytes:
     return level[0]
 
 
-def inclusion_proof(index: int, leaves: Sequence[bytes]) -> list[bytes]:
-    """PATH(index, D[n]) of RFC 9162 2.1.3.1, leaf side first."""
-    if not 0 <= index < len(leaves):
-        raise ProofError(f"no entry {index} in a tree of {len(leaves)}")
-    proof: list[bytes] = []
-    start, end = 0, len(leaves)
-    path: list[tuple[int, int]] = []
+# A function giving the tree hash of the leaves [start, end): proofs need only such ranges, each the
+# right part of a split, so a store of complete subtrees answers them in log(n) reads.
+RangeRoot = Callable[[int, int], bytes]
+
+
+def inclusion_path(index: int, size: int, range_root: RangeRoot) -> list[bytes]:
+    """PATH(index, D[size]) of RFC 9162 2.1.3.1, leaf side first."""
+    if not 0 <= index < size:
+        raise ProofError(f"no entry {index} in a tree of {size}")
+    start, end = 0, size
+    ranges: list[tuple[int, int]] = []
     while end - start > 1:
         k = _split(end - start)
         if index - start < k:
-            path.append((start + k, end))
+            ranges.append((start + k, end))
             end = start + k
         else:
-            path.append((start, start + k))
+            ranges.append((start, start + k))
             start += k
-    for lo, hi in reversed(path):
-        proof.append(root(leaves[lo:hi]))
-    return proof
+    return [range_root(lo, hi) for lo, hi in reversed(ranges)]
 
 
-def consistency_proof(size1: int, leaves: Sequence[bytes]) -> list[bytes]:
-    """PROOF(size1, D[n]) of RFC 9162 2.1.4.1."""
-    size2 = len(leaves)
+def consistency_path(size1: int, size2: int, range_root: RangeRoot) -> list[bytes]:
+    """PROOF(size1, D[size2]) of RFC 9162 2.1.4.1."""
     if not 0 < size1 <= size2:
         raise ProofError(f"no consistency proof from size {size1} to size {size2}")
-    proof: list[bytes] = []
+    ranges: list[tuple[int, int]] = []
     start, end, m, whole = 0, size2, size1, True
     while True:
         n = end - start
         if m == n:
             if not whole:
-                proof.append(root(leaves[start:end]))
+                ranges.append((start, end))
             break
         k = _split(n)
         if m <= k:
-            proof.append(root(leaves[start + k : end]))
+            ranges.append((start + k, end))
             end = start + k
         else:
-            proof.append(root(leaves[start : start + k]))
+            ranges.append((start, start + k))
             start, m, whole = start + k, m - k, False
-    proof.reverse()
-    return proof
+    return [range_root(lo, hi) for lo, hi in reversed(ranges)]
+
+
+def inclusion_proof(index: int, leaves: Sequence[bytes]) -> list[bytes]:
+    return inclusion_path(index, len(leaves), lambda lo, hi: root(leaves[lo:hi]))
+
+
+def consistency_proof(size1: int, leaves: Sequence[bytes]) -> list[bytes]:
+    return consistency_path(size1, len(leaves), lambda lo, hi: root(leaves[lo:hi]))
+
+
+class Frontier:
+    """The tree built leaf by leaf in memory: the hashes of its complete subtrees, largest first
+    (at most log2(n) of them). Reading a log of any length from start to end needs only this."""
+
+    def __init__(self) -> None:
+        self.size = 0
+        self._subtrees: list[tuple[int, bytes]] = []  # (level, hash)
+
+    def add(self, leaf: bytes) -> None:
+        level, value = 0, leaf
+        while self._subtrees and self._subtrees[-1][0] == level:
+            _, left = self._subtrees.pop()
+            level, value = level + 1, node_hash(left, value)
+        self._subtrees.append((level, value))
+        self.size += 1
+
+    def root(self) -> bytes:
+        if not self._subtrees:
+            return EMPTY_ROOT
+        value = self._subtrees[-1][1]
+        for _, left in reversed(self._subtrees[:-1]):
+            value = node_hash(left, value)
+        return value
 
 
 def verify_inclusion(index: int, size: int, leaf: bytes, proof: Sequence[bytes], expected_root: bytes) -> None:

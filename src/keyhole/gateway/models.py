@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Float, ForeignKey, Integer, String, Text
+from sqlalchemy import Float, ForeignKey, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -146,3 +146,36 @@ class EventRecord(Base):
     instance_id: Mapped[str] = mapped_column(String(64))
     received_at: Mapped[float] = mapped_column(Float)
     body: Mapped[str] = mapped_column(Text)
+
+
+class AuditEntry(Base):
+    """One audit log entry: its canonical JSON (RFC 8785) is a leaf of the log's Merkle tree."""
+
+    __tablename__ = "audit_entries"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    at: Mapped[float] = mapped_column(Float, index=True)
+    actor: Mapped[str] = mapped_column(String(128), index=True)
+    action: Mapped[str] = mapped_column(String(64))
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class AuditNode(Base):
+    """The hash of a complete subtree: level 0 holds leaf hashes; node (l, i) covers the 2**l leaves
+    from i * 2**l. Kept so that roots and proofs take log(n) reads, not n."""
+
+    __tablename__ = "audit_nodes"
+
+    level: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    idx: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    hash: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class AuditCheckpoint(Base):
+    """A signed checkpoint of the log (C2SP signed note): its size and root, signed by the gateway."""
+
+    __tablename__ = "audit_checkpoints"
+
+    size: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    at: Mapped[float] = mapped_column(Float)
+    note: Mapped[str] = mapped_column(Text)

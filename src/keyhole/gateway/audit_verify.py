@@ -1,0 +1,161 @@
+"""`keyhole audit verify`: recompute the log's Merkle tree from the stored entries and hold it to
+every signed checkpoint, to the consistency proofs between them, and to a checkpoint an auditor kept
+elsewhere. The first thing that does not hold is reported, naming the first bad entry it can.
+
+What each kind of tampering trips:
+- an entry's text changed: its hash no longer matches the tree's leaf (or, if the leaf was changed
+  too, the root no longer matches the next signed checkpoint);
+- an entry deleted or inserted: the positions are no longer 0, 1, 2, ... without a gap;
+- entries reordered: each entry's text holds its own position;
+- the log cut short: a checkpoint (stored, or kept by an auditor) covers more entries than are left;
+- checkpoints rewritten: their signatures are the gateway's ed25519 key's.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from sqlalchemy import and_, inspect, select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from keyhole.gateway import audit_tree
+from keyhole.gateway.audit_notes import Checkpoint, NoteError, open_note, origin_for
+from keyhole.gateway.database import open_engine, session_factory
+from keyhole.gateway.errors import GatewayError
+from keyhole.gateway.merkle import Frontier, ProofError, leaf_hash, verify_consistency
+from keyhole.gateway.models import AuditCheckpoint, AuditEntry, AuditNode
+from keyhole.gateway.signing_key import load_signing_key
+from keyhole.gateway.state_paths import StatePaths
+
+_BATCH = 10_000
+
+
+class Tampered(GatewayError):
+    """The audit log does not verify; the message names the first bad entry or checkpoint."""
+
+
+@dataclass(frozen=True)
+class Verified:
+    entries: int
+    checkpoints: int
+    kept: Checkpoint | None
+
+
+def _checkpoints(db: Session, key: Ed25519PublicKey) -> list[Checkpoint]:
+    found = []
+    origin = origin_for(key)
+    for row in db.scalars(select(AuditCheckpoint).order_by(AuditCheckpoint.size)):
+        try:
+            checkpoint = open_note(row.note, key)
+        except NoteError as exc:
+            raise Tampered(f"stored checkpoint {row.size}: {exc}") from None
+        if checkpoint.size != row.size or checkpoint.origin != origin:
+            raise Tampered(f"stored checkpoint {row.size} is filed under the wrong size or log")
+        found.append(checkpoint)
+    return found
+
+
+def _kept(note: str | None, key: Ed25519PublicKey) -> Checkpoint | None:
+    if note is None:
+        return None
+    try:
+        kept = open_note(note, key)
+    except NoteError as exc:
+        raise Tampered(f"the checkpoint you kept: {exc}") from None
+    if kept.origin != origin_for(key):
+        raise Tampered(f"the checkpoint you kept is of another log ({kept.origin})")
+    return kept
+
+
+def _as_bytes(value: object) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    return str(value).encode("utf-8", "surrogateescape")
+
+
+def verify(db: Session, key: Ed25519PublicKey, kept_note: str | None = None) -> Verified:
+    """Raises Tampered at the first problem; returns what was checked when all holds."""
+    checkpoints = _checkpoints(db, key)
+    kept = _kept(kept_note, key)
+    wanted = {c.size: c for c in checkpoints}
+    if kept is not None:
+        wanted.setdefault(kept.size, kept)
+    frontier = Frontier()
+    last_good = 0  # entries up to here are covered by a checkpoint that held
+    rows = db.execute(
+        select(AuditEntry.seq, AuditEntry.body, AuditNode.hash)
+        .outerjoin(AuditNode, and_(AuditNode.level == 0, AuditNode.idx == AuditEntry.seq))
+        .order_by(AuditEntry.seq)
+        .execution_options(yield_per=_BATCH)
+    )
+    for seq, stored, stored_leaf in rows:
+        at = frontier.size
+        body = _as_bytes(stored)  # a hand-edited row may come back as text
+        if seq != at:
+            raise Tampered(
+                f"entry {at} is missing (the next stored entry is {seq}): entries were deleted"
+                if seq > at
+                else f"entry {seq} is stored twice"
+            )
+        if not body.endswith(b'"seq":%d}' % seq):  # canonical JSON puts "seq" last
+            raise Tampered(f"entry {seq} does not hold its own position: entries were moved or reordered")
+        leaf = leaf_hash(body)
+        if stored_leaf != leaf:
+            raise Tampered(f"entry {seq} was changed after it was written: its hash is not the tree's")
+        frontier.add(leaf)
+        checkpoint = wanted.get(frontier.size)
+        if checkpoint is not None:
+            if frontier.root() != checkpoint.root:
+                which = "the checkpoint you kept" if checkpoint is kept else "its signed checkpoint"
+                raise Tampered(
+                    f"the log up to entry {seq} does not match {which} (size {checkpoint.size}): an entry from "
+                    f"{last_good} to {seq} was changed (the first entry that may be bad is {last_good})"
+                )
+            last_good = frontier.size
+    size = frontier.size
+    for checkpoint in (*checkpoints, *([kept] if kept else [])):
+        if checkpoint.size > size:
+            which = "the checkpoint you kept" if checkpoint is kept else "its signed checkpoint"
+            raise Tampered(
+                f"the log has {size} entries but {which} covers {checkpoint.size}: entries from {size} on were deleted"
+            )
+    _check_proofs(db, checkpoints)
+    return Verified(size, len(checkpoints), kept)
+
+
+def _check_proofs(db: Session, checkpoints: list[Checkpoint]) -> None:
+    """The stored tree's consistency proofs between consecutive checkpoints: what the API serves."""
+    for older, newer in itertools.pairwise(checkpoints):
+        if older.size == 0:
+            continue
+        try:
+            proof = audit_tree.consistency(db, older.size, newer.size)
+            verify_consistency(older.size, newer.size, proof, older.root, newer.root)
+        except (ProofError, LookupError) as exc:
+            raise Tampered(
+                f"the stored tree cannot prove checkpoint {newer.size} extends checkpoint {older.size}: {exc}"
+            ) from None
+
+
+def verify_state(paths: StatePaths, kept_note: str | None = None) -> Verified:
+    """Verify the log of a gateway state directory, read as it is on disk (the gateway may be running)."""
+    paths.require()
+    try:
+        key = load_signing_key(paths.signing_key).public_key()
+    except (OSError, ValueError) as exc:
+        raise GatewayError(f"cannot read the gateway's signing key: {exc}") from None
+    engine = open_engine(paths.database)
+    try:
+        with session_factory(engine)() as db:
+            if "audit_entries" not in inspect(db.connection()).get_table_names():
+                raise GatewayError(
+                    f"the state in {paths.root} has no audit log yet; start the gateway once to upgrade it"
+                )
+            return verify(db, key, kept_note)
+    except SQLAlchemyError as exc:
+        raise GatewayError(f"cannot read the audit log in {paths.database}: {type(exc).__name__}") from None
+    finally:
+        engine.dispose()

@@ -1,0 +1,154 @@
+"""The audit log on a real gateway state: entries appended and checkpoints signed in the gateway's
+own database, then every kind of tampering with the SQLite file, each caught by `keyhole audit
+verify` (run as a subprocess, as an auditor runs it), which names the first bad entry."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from keyhole.gateway import audit_log
+from keyhole.gateway.context import GatewayContext
+from keyhole.gateway.merkle import leaf_hash
+from keyhole.gateway.state_paths import StatePaths
+from tests.gateway.harness import init_state, keyhole
+
+ENTRIES = 40
+CHECKPOINT_EVERY = 8
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A gateway state with 40 audit entries and a signed checkpoint after every 8 (made once)."""
+    root = tmp_path_factory.mktemp("audit")
+    assert init_state(root / "state", root / "config").returncode == 0
+    context = GatewayContext.open(StatePaths(root / "state"))
+    try:
+        for n in range(ENTRIES):
+            with context.transaction() as db:
+                audit_log.append(db, "user:alice", "session.open", session=f"s{n}", reason=f"INC-{n} ünïcode")
+                if (n + 1) % CHECKPOINT_EVERY == 0:
+                    audit_log.checkpoint(db, context.signing_key)
+    finally:
+        context.close()
+    return root / "state"
+
+
+@pytest.fixture
+def state(pristine: Path, tmp_path: Path) -> Iterator[Path]:
+    """A copy of the pristine state for one test to tamper with."""
+    copy = tmp_path / "state"
+    copy.mkdir(mode=0o700)
+    for item in pristine.iterdir():
+        if item.is_file():
+            (copy / item.name).write_bytes(item.read_bytes())
+            (copy / item.name).chmod(item.stat().st_mode & 0o777)
+    yield copy
+
+
+def _verify(state: Path, *extra: str) -> tuple[int, str]:
+    result = keyhole("audit", "verify", "--data", str(state), *extra, config=state.parent / "config")
+    assert "Traceback" not in result.stderr
+    return result.returncode, (result.stdout + result.stderr).strip()
+
+
+def _sql(state: Path, statement: str, *params: object) -> None:
+    with sqlite3.connect(state / "keyhole.db") as db:
+        db.execute(statement, params)
+
+
+def _checkpoint_file(state: Path, tmp_path: Path) -> Path:
+    with sqlite3.connect(state / "keyhole.db") as db:
+        note = db.execute("SELECT note FROM audit_checkpoints ORDER BY size DESC LIMIT 1").fetchone()[0]
+    kept = tmp_path / "kept.checkpoint"
+    kept.write_text(note)
+    return kept
+
+
+def test_an_untouched_log_verifies_with_and_without_a_kept_checkpoint(state: Path, tmp_path: Path) -> None:
+    code, out = _verify(state)
+    assert (
+        code == 0 and out == f"audit log verified: {ENTRIES} entries, {ENTRIES // CHECKPOINT_EVERY} signed checkpoints"
+    )
+    code, out = _verify(state, "--checkpoint", str(_checkpoint_file(state, tmp_path)))
+    assert code == 0 and f"consistent with the checkpoint you kept (size {ENTRIES})" in out
+
+
+def test_a_changed_entry_is_named(state: Path) -> None:
+    _sql(state, "UPDATE audit_entries SET body = replace(body, 'INC-13', 'INC-99') WHERE seq = 13")
+    code, out = _verify(state)
+    assert code == 1 and out.count("\n") == 0 and "entry 13 was changed" in out
+
+
+def test_a_changed_entry_with_its_leaf_rewritten_breaks_the_signed_checkpoint(state: Path) -> None:
+    with sqlite3.connect(state / "keyhole.db") as db:
+        (body,) = db.execute("SELECT body FROM audit_entries WHERE seq = 13").fetchone()
+        forged = bytes(body).replace(b"INC-13", b"INC-99")
+        db.execute("UPDATE audit_entries SET body = ? WHERE seq = 13", (forged,))
+        db.execute("UPDATE audit_nodes SET hash = ? WHERE level = 0 AND idx = 13", (leaf_hash(forged),))
+    code, out = _verify(state)
+    assert (
+        code == 1
+        and "does not match its signed checkpoint (size 16)" in out
+        and "first entry that may be bad is 8" in out
+    )
+
+
+def test_a_deleted_entry_is_named(state: Path) -> None:
+    _sql(state, "DELETE FROM audit_entries WHERE seq = 21")
+    code, out = _verify(state)
+    assert code == 1 and "entry 21 is missing" in out
+
+
+def test_reordered_entries_are_named(state: Path) -> None:
+    with sqlite3.connect(state / "keyhole.db") as db:
+        rows = dict(db.execute("SELECT seq, body FROM audit_entries WHERE seq IN (5, 6)").fetchall())
+        db.execute("UPDATE audit_entries SET body = ? WHERE seq = 5", (rows[6],))
+        db.execute("UPDATE audit_entries SET body = ? WHERE seq = 6", (rows[5],))
+    code, out = _verify(state)
+    assert code == 1 and "entry 5 does not hold its own position" in out
+
+
+def test_an_inserted_entry_is_named(state: Path) -> None:
+    with sqlite3.connect(state / "keyhole.db") as db:  # make room at 30 by moving every later entry up one
+        for seq in range(ENTRIES - 1, 29, -1):
+            db.execute("UPDATE audit_entries SET seq = ? WHERE seq = ?", (seq + 1, seq))
+        forged = audit_log.entry_body(30, 0.0, "user:mallory", "session.open", {})
+        db.execute(
+            "INSERT INTO audit_entries (seq, at, actor, action, body) VALUES (30, 0, 'user:mallory', 'x', ?)",
+            (forged,),
+        )
+    code, out = _verify(state)
+    assert code == 1 and "entry 30" in out
+
+
+def test_a_log_cut_short_behind_a_kept_checkpoint_is_caught(state: Path, tmp_path: Path) -> None:
+    kept = _checkpoint_file(state, tmp_path)
+    _sql(state, "DELETE FROM audit_entries WHERE seq >= 30")
+    _sql(state, "DELETE FROM audit_nodes WHERE idx * (1 << level) >= 30")
+    _sql(state, "DELETE FROM audit_checkpoints WHERE size > 30")
+    assert _verify(state)[0] == 0  # consistent in itself: only the kept checkpoint can tell
+    code, out = _verify(state, "--checkpoint", str(kept))
+    assert code == 1 and f"the log has 30 entries but the checkpoint you kept covers {ENTRIES}" in out
+
+
+def test_a_rewritten_checkpoint_is_caught(state: Path) -> None:
+    with sqlite3.connect(state / "keyhole.db") as db:
+        (note,) = db.execute("SELECT note FROM audit_checkpoints WHERE size = 24").fetchone()
+        db.execute("UPDATE audit_checkpoints SET note = ? WHERE size = 24", (note.replace("\n24\n", "\n23\n"),))
+    code, out = _verify(state)
+    assert code == 1 and "checkpoint 24" in out
+
+
+def test_bad_input_is_one_line(state: Path, tmp_path: Path) -> None:
+    code, out = _verify(state, "--checkpoint", str(tmp_path / "nothing-here"))
+    assert code != 0 and out.count("\n") == 0 and "cannot read the checkpoint" in out
+    junk = tmp_path / "junk"
+    junk.write_text("not a note\n")
+    code, out = _verify(state, "--checkpoint", str(junk))
+    assert code == 1 and out.count("\n") == 0 and "not a checkpoint" in out
+    code, out = _verify(tmp_path / "no-state")
+    assert code == 1 and "keyhole gateway init" in out
