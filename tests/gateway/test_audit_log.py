@@ -5,6 +5,7 @@ verify` (run as a subprocess, as an auditor runs it), which names the first bad 
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from keyhole.gateway import audit_log
 from keyhole.gateway.context import GatewayContext
 from keyhole.gateway.merkle import leaf_hash
 from keyhole.gateway.state_paths import StatePaths
-from tests.gateway.harness import init_state, keyhole
+from tests.gateway.harness import RunningGateway, cli_login, init_state, keyhole
 
 ENTRIES = 40
 CHECKPOINT_EVERY = 8
@@ -152,3 +153,45 @@ def test_bad_input_is_one_line(state: Path, tmp_path: Path) -> None:
     assert code == 1 and out.count("\n") == 0 and "not a checkpoint" in out
     code, out = _verify(tmp_path / "no-state")
     assert code == 1 and "keyhole gateway init" in out
+
+
+def _actions(data: Path) -> list[tuple[str, str]]:
+    with sqlite3.connect(f"file:{data / 'keyhole.db'}?mode=ro", uri=True) as db:
+        return [(actor, action) for actor, action in db.execute("SELECT actor, action FROM audit_entries ORDER BY seq")]
+
+
+def test_a_running_gateway_records_each_action_first_and_its_log_verifies(
+    gateway: RunningGateway, config: Path, tmp_path: Path
+) -> None:
+    assert cli_login(gateway.url, gateway.ca, config, password="wrong-password-here").returncode == 1
+    assert cli_login(gateway.url, gateway.ca, config).returncode == 0
+    added = keyhole("user", "add", "dana", "--password-stdin", config=config, stdin="dana-password-long\n")
+    assert added.returncode == 0, added.stderr
+    assert keyhole("agent", "enroll-token", "--service", "orders", config=config).returncode == 0
+    opened = keyhole("session", "open", "--service", "orders", "--reason", "INC-7 audit", config=config)
+    assert opened.returncode == 0, opened.stderr
+    snap = keyhole("snap", "orders.py:12", config=config)  # no agent connected: set, and reported as such
+    assert "installed" not in snap.stdout
+    assert keyhole("session", "close", config=config).returncode == 0
+    assert keyhole("logout", config=config).returncode == 0
+
+    actions = _actions(gateway.data)
+    expected = [
+        ("anonymous", "login.failed"),
+        ("user:admin", "login"),
+        ("user:admin", "user.add"),
+        ("user:admin", "enroll_token.create"),
+        ("user:admin", "session.open"),
+        ("user:admin", "probe.set"),
+        ("user:admin", "session.close"),
+        ("user:admin", "logout"),
+    ]
+    it = iter(actions)
+    assert all(step in it for step in expected), actions  # in this order (the sweeper may add others)
+    with sqlite3.connect(f"file:{gateway.data / 'keyhole.db'}?mode=ro", uri=True) as db:
+        bodies = b"".join(bytes(b) for (b,) in db.execute("SELECT body FROM audit_entries"))
+    assert b"dana-password-long" not in bodies and b"wrong-password-here" not in bodies
+
+    time.sleep(1.5)  # the gateway signs a checkpoint within a second of the log growing
+    code, out = _verify(gateway.data)
+    assert code == 0 and f"{len(_actions(gateway.data))} entries" in out, out

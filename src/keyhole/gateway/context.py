@@ -4,6 +4,7 @@ listeners share in memory (who is connected, the long-polls to wake)."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -52,6 +53,7 @@ class GatewayContext:
     # Revoked since the gateway started; the cache above must not vouch for them even for a moment.
     revoked_credentials: set[str] = field(default_factory=set)
     probe_set_answers: ProbeSetAnswers = field(init=False)
+    _audit_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     # Uploads stored at once. More threads do not store faster (SQLite has one writer), they only take
     # the interpreter lock from the event loop in turn, and a new probe's answers to the polls wait.
     ingest_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(2))
@@ -83,6 +85,15 @@ class GatewayContext:
     @contextmanager
     def transaction(self) -> Iterator[Session]:
         with self.sessions() as db, db.begin():
+            yield db
+
+    @contextmanager
+    def audited(self) -> Iterator[Session]:
+        """A transaction that appends to the audit log (rule 3: the entry commits with the action, or
+        neither does). Audited transactions run one at a time and hold SQLite's write lock from their
+        first statement, so the log's end they read cannot change before they commit."""
+        with self._audit_lock, self.sessions() as db, db.begin():
+            db.connection().exec_driver_sql("BEGIN IMMEDIATE")
             yield db
 
     def close(self) -> None:

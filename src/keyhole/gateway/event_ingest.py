@@ -5,6 +5,7 @@ and counted, never an error: one bad event must not cost the batch."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -39,6 +40,7 @@ class Ingested:
     statuses: int = 0
     dropped: int = 0  # events of this batch the gateway did not keep
     agent_dropped: int = 0  # events the agent reports it could not send (its buffer was full)
+    received: list[tuple[str, str]] = field(default_factory=list)  # (probe, SHA-256 of what was stored)
     sessions: set[str] = field(default_factory=set)
 
 
@@ -182,6 +184,7 @@ def ingest(db: Session, instance: Uploader, events: list[Any]) -> Ingested:
                 }
             )
             result.sessions.add(target.session)
+            result.received.append((probe_id, hashlib.sha256(body.encode()).hexdigest()))
         elif kind not in (ev.STATS,):
             result.dropped += 1
     if statuses:

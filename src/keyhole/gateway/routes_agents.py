@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 
 from keyhole.gateway import instances
 from keyhole.gateway.api_auth import Admin, AnyUser, Gateway
+from keyhole.gateway.audit_log import append
 from keyhole.gateway.models import Instance
 
 router = APIRouter(prefix="/v1/agents", tags=["agents"])
@@ -62,12 +63,13 @@ def list_agents(_: AnyUser, context: Gateway) -> list[AgentOut]:
 
 
 @router.post("/{instance}/revoke")
-def revoke_agent(instance: str, _: Admin, context: Gateway) -> RevokeOut:
+def revoke_agent(instance: str, who: Admin, context: Gateway) -> RevokeOut:
     """Revoke the enrollment of an agent instance: its certificates stop working at once, for every
     process that shares it. Its long-polls are answered now and their next request is refused, so the
     agents drop their probes and stop; they need a new enrollment token to come back."""
-    with context.transaction() as db:
+    with context.audited() as db:
         revoked = instances.revoke(db, instance, time.time())
+        append(db, f"user:{who.name}", "agent.revoke", instance=instance, credential=revoked.credential)
     context.revoked_credentials.add(revoked.credential)  # the next request of each reads the revocation
     context.probe_sets.bump(revoked.service)  # and its waiting poll makes one now
     return RevokeOut(service=revoked.service, instances=revoked.instances)

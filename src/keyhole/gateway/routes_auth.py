@@ -6,6 +6,7 @@ from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field
 
 from keyhole.gateway.api_auth import AnyUser, Gateway
+from keyhole.gateway.audit_log import append
 from keyhole.gateway.errors import AuthError
 from keyhole.gateway.passwords import verify_password
 from keyhole.gateway.tokens import Credentials, RefreshReused, open_login, refresh, revoke_login
@@ -32,25 +33,34 @@ class Me(BaseModel):
 def login(body: LoginRequest, context: Gateway) -> Credentials:
     with context.transaction() as db:
         user = find_user(db, body.user)
-        if not verify_password(user.password_hash if user else None, body.password) or user is None:
-            raise AuthError("wrong user name or password")
-        return open_login(db, context.token_key, user)
+    # Outside the audited transaction: hashing takes a while, and audited transactions go one at a time.
+    if verify_password(user.password_hash if user else None, body.password) and user is not None:
+        with context.audited() as db:
+            append(db, f"user:{user.name}", "login")
+            return open_login(db, context.token_key, user)
+    with context.audited() as db:
+        append(db, "anonymous", "login.failed", user=body.user)
+    raise AuthError("wrong user name or password")
 
 
 @router.post("/refresh", responses={401: {"description": "refresh token expired, revoked or reused"}})
 def refresh_tokens(body: RefreshRequest, context: Gateway) -> Credentials:
     try:
-        with context.transaction() as db:
-            return refresh(db, context.token_key, body.refresh_token)
+        with context.audited() as db:
+            credentials = refresh(db, context.token_key, body.refresh_token)
+            append(db, f"user:{credentials.user}", "token.refresh")
+            return credentials
     except RefreshReused as reused:
-        with context.transaction() as db:
+        with context.audited() as db:
+            append(db, "gateway", "login.revoked", login=reused.login_id, reason="refresh token reused")
             revoke_login(db, reused.login_id)
         raise
 
 
 @router.post("/logout", status_code=204, responses={401: {"description": "missing or invalid token"}})
 def logout(who: AnyUser, context: Gateway) -> Response:
-    with context.transaction() as db:
+    with context.audited() as db:
+        append(db, f"user:{who.name}", "logout")
         revoke_login(db, who.login_id)
     return Response(status_code=204)
 

@@ -12,6 +12,7 @@ from pydantic import BaseModel, BeforeValidator, Field
 
 from keyhole.gateway.api_auth import Admin, Gateway
 from keyhole.gateway.api_errors import ApiError
+from keyhole.gateway.audit_log import append
 from keyhole.gateway.enrollment import DEFAULT_TOKEN_TTL, MAX_TOKEN_TTL, MintedToken, mint_token, redeem
 from keyhole.protocol.durations import format_duration, parse_duration
 from keyhole.protocol.errors import SpecError
@@ -83,14 +84,16 @@ def _b64(value: str, what: str) -> bytes:
 @router.post("/v1/enroll-tokens", status_code=201)
 def create_enroll_token(body: TokenRequest, who: Admin, context: Gateway) -> MintedToken:
     ttl = seconds(body.ttl, DEFAULT_TOKEN_TTL, MAX_TOKEN_TTL, "token ttl")
-    with context.transaction() as db:
-        return mint_token(db, who.user_id, body.service, body.labels, ttl)
+    with context.audited() as db:
+        minted = mint_token(db, who.user_id, body.service, body.labels, ttl)
+        append(db, f"user:{who.name}", "enroll_token.create", service=body.service, labels=body.labels, ttl=ttl)
+        return minted
 
 
 @router.post(ENROLL_PATH, responses={401: {"description": "unknown, used or expired token"}})
 def enroll(body: EnrollRequest, context: Gateway) -> EnrollResponse:
     public_key, proof = _b64(body.public_key, "public_key"), _b64(body.proof, "proof")
-    with context.transaction() as db:
+    with context.audited() as db:
         issued = redeem(
             db,
             context.ca,
@@ -100,6 +103,7 @@ def enroll(body: EnrollRequest, context: Gateway) -> EnrollResponse:
             proof=proof,
             lifetime=context.agent_cert_ttl,
         )
+        append(db, f"credential:{issued.credential}", "agent.enroll", service=issued.service)
     raw_signing = context.signing_key.public_key().public_bytes_raw()
     return EnrollResponse(
         credential=issued.credential,

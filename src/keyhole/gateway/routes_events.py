@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from keyhole.gateway import sessions
 from keyhole.gateway.api_auth import AnyUser, Gateway
+from keyhole.gateway.audit_log import append
 from keyhole.gateway.context import GatewayContext
 from keyhole.gateway.models import EventRecord
 from keyhole.gateway.tokens import Caller
@@ -29,7 +30,7 @@ class EventPage(BaseModel):
 def _page(
     context: GatewayContext, who: Caller, session_id: str, *, after: int, probe: str | None, limit: int
 ) -> EventPage:
-    with context.transaction() as db:
+    with context.audited() as db:
         session = sessions.visible_session(db, who, session_id)
         query = select(EventRecord.id, EventRecord.body).where(
             EventRecord.session_id == session.id, EventRecord.id > after
@@ -38,6 +39,8 @@ def _page(
             query = query.where(EventRecord.probe_id == probe)
         rows = db.execute(query.order_by(EventRecord.id).limit(limit)).all()
         ended = session.ended_at is not None
+        if rows:  # who read which events (an empty page shows nothing)
+            append(db, f"user:{who.name}", "events.read", session=session.id, first=rows[0][0], last=rows[-1][0])
     return EventPage(events=[json.loads(body) for _, body in rows], last=rows[-1][0] if rows else after, ended=ended)
 
 

@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from keyhole.gateway import instances
 from keyhole.gateway.api_auth import Gateway
 from keyhole.gateway.api_errors import ApiError
+from keyhole.gateway.audit_log import append
 from keyhole.gateway.context import GatewayContext
 from keyhole.gateway.enrollment import renew
 from keyhole.gateway.event_ingest import Uploader, ingest
@@ -75,7 +76,8 @@ class Uploaded(BaseModel):
 
 @router.post(HELLO_PATH)
 def hello(body: HelloRequest, peer: Peer, context: Gateway) -> HelloResponse:
-    with context.transaction() as db:
+    with context.audited() as db:
+        append(db, f"agent:{body.instance}", "agent.connect", credential=peer, **body.model_dump(exclude={"instance"}))
         instances.register(db, peer, instances.Hello(**body.model_dump()))
     context.connections.seen(body.instance)
     return HelloResponse(instance=body.instance, server_time=time.time())
@@ -181,8 +183,10 @@ def _store(context: GatewayContext, peer: str, raw: bytes) -> Uploaded:
     data = _parse_batch(raw)  # here, in the thread pool: parsing 4 MiB must not stall the event loop
     instance = data["instance"]
     service = _cached_service(context, peer, instance) or _known_instance(context, peer, instance)
-    with context.transaction() as db:
+    with context.audited() as db:
         result = ingest(db, Uploader(instance, service), data["events"])
+        if result.received:  # which events came, by digest: never their content
+            append(db, f"agent:{instance}", "events.received", events=[list(r) for r in result.received])
         if result.agent_dropped:
             instances.add_dropped(db, instance, result.agent_dropped)
     for session in result.sessions:
@@ -210,8 +214,9 @@ def renew_certificate(body: RenewRequest, peer: Peer, context: Gateway) -> Renew
         )
     except ValueError:
         raise ApiError(400, "public_key and proof must be base64") from None
-    with context.transaction() as db:
+    with context.audited() as db:
         issued = renew(
             db, context.ca, credential_id=peer, public_key=public_key, proof=proof, lifetime=context.agent_cert_ttl
         )
+        append(db, f"credential:{peer}", "agent.renew", expires_at=round(issued.expires_at))
     return RenewResponse(cert_pem=issued.cert_pem, cert_expires_at=issued.expires_at)

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from keyhole.gateway import instances, sessions
 from keyhole.gateway.api_auth import AnyUser, Gateway
 from keyhole.gateway.api_errors import ApiError
+from keyhole.gateway.audit_log import append
 from keyhole.gateway.context import GatewayContext
 from keyhole.gateway.models import Instance, ProbeRecord, ProbeStatus
 from keyhole.gateway.probe_commands import create_probe, remove_probe, session_probe, session_probes, statuses
@@ -87,7 +88,7 @@ def set_probe(session_id: str, body: ProbeRequest, who: AnyUser, context: Gatewa
     if fields.get("reveal"):
         # Who may see which redacted classes is a role's grant (policy), not the asker's choice.
         raise ApiError(403, "revealing redacted values needs a role that grants it; probes show redacted values")
-    with context.transaction() as db:
+    with context.audited() as db:
         session = sessions.live_session(db, who, session_id)
         agents = instances.service_instances(db, session.service)
         if body.instance is not None and body.instance not in {a.id for a in agents}:
@@ -95,6 +96,9 @@ def set_probe(session_id: str, body: ProbeRequest, who: AnyUser, context: Gatewa
                 400, f"no instance {body.instance!r} of service {session.service!r}; list them with: keyhole agents"
             )
         row = create_probe(db, context.signing_key, session, fields, body.instance)
+        append(
+            db, f"user:{who.name}", "probe.set", session=session.id, probe=row.id, spec=fields, instance=body.instance
+        )
     context.probe_sets.bump(session.service)
     return _out(context, row, [], agents)
 
@@ -121,9 +125,10 @@ def show_probe(session_id: str, probe_id: str, who: AnyUser, context: Gateway) -
 
 @router.delete("/{probe_id}", status_code=204)
 def delete_probe(session_id: str, probe_id: str, who: AnyUser, context: Gateway) -> Response:
-    with context.transaction() as db:
+    with context.audited() as db:
         session = sessions.visible_session(db, who, session_id)
         row = session_probe(db, session, probe_id)
+        append(db, f"user:{who.name}", "probe.remove", session=session.id, probe=row.id)
         changed = remove_probe(db, row)
     if changed:
         context.probe_sets.bump(session.service)

@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from keyhole.gateway import instances, sessions
 from keyhole.gateway.api_auth import AnyUser, Gateway
+from keyhole.gateway.audit_log import append
 from keyhole.gateway.context import GatewayContext
 from keyhole.gateway.models import DebugSession, ProbeRecord, ProbeStatus, User
 from keyhole.gateway.routes_enroll import ServiceName, seconds
@@ -78,8 +79,9 @@ def _user_name(db: Session, user_id: int) -> str:
 @router.post("", status_code=201)
 def open_session(body: SessionRequest, who: AnyUser, context: Gateway) -> SessionOut:
     ttl = seconds(body.ttl, sessions.DEFAULT_TTL, sessions.MAX_TTL, "session ttl")
-    with context.transaction() as db:
+    with context.audited() as db:
         row = sessions.open_session(db, who, body.service, body.reason, ttl)
+        append(db, f"user:{who.name}", "session.open", session=row.id, service=row.service, reason=row.reason, ttl=ttl)
         ids = [i.id for i in instances.service_instances(db, row.service)]
     return _out(context, row, who.name, ids)
 
@@ -103,8 +105,9 @@ def show_session(session_id: str, who: AnyUser, context: Gateway) -> SessionOut:
 
 
 def _close(context: GatewayContext, who: Caller, session_id: str) -> tuple[DebugSession, str, list[str]]:
-    with context.transaction() as db:
+    with context.audited() as db:
         row = sessions.closable_session(db, who, session_id)
+        append(db, f"user:{who.name}", "session.close", session=row.id, service=row.service)
         sessions.end_session(db, row, "closed")
         ids = [i.id for i in instances.service_instances(db, row.service)]
         owner = _user_name(db, row.user_id)

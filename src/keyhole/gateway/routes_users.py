@@ -8,6 +8,7 @@ from sqlalchemy import select
 
 from keyhole.gateway.api_auth import Admin, Gateway
 from keyhole.gateway.api_errors import ApiError
+from keyhole.gateway.audit_log import append
 from keyhole.gateway.models import User
 from keyhole.gateway.users import ROLES, UserError, UserExists, add_user
 
@@ -27,9 +28,10 @@ class UserOut(BaseModel):
 
 
 @router.post("", status_code=201, responses={400: {"description": "invalid or taken name, weak password"}})
-def create_user(body: NewUser, _: Admin, context: Gateway) -> UserOut:
+def create_user(body: NewUser, who: Admin, context: Gateway) -> UserOut:
     try:
-        with context.transaction() as db:
+        with context.audited() as db:
+            append(db, f"user:{who.name}", "user.add", name=body.name, role=body.role)
             user = add_user(db, body.name, body.password, body.role)
             return UserOut(name=user.name, role=user.role, created_at=user.created_at)
     except UserError as exc:

@@ -17,6 +17,7 @@ import uvicorn
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
+from keyhole.gateway import audit_log
 from keyhole.gateway.app import create_agent_app, create_user_app
 from keyhole.gateway.context import GatewayContext
 from keyhole.gateway.errors import GatewayError
@@ -118,8 +119,16 @@ async def _sweep(context: GatewayContext, stopping: asyncio.Event) -> None:
 
 
 def _expire(context: GatewayContext) -> Expired:
-    with context.transaction() as db:
-        return expire_due(db, time.time())
+    """Expiry, and a signed checkpoint of the audit log when it grew (so that a change to an entry is
+    caught against a signature within a second of the entry being written)."""
+    with context.audited() as db:
+        expired = expire_due(db, time.time())
+        for session in sorted(expired.sessions):
+            audit_log.append(db, "gateway", "session.expire", session=session)
+        for probe in sorted(expired.probes):
+            audit_log.append(db, "gateway", "probe.expire", probe=probe)
+        audit_log.checkpoint(db, context.signing_key)
+    return expired
 
 
 async def _serve(context: GatewayContext, servers: list[tuple[_Server, socket.socket]]) -> None:

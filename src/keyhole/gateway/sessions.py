@@ -96,6 +96,7 @@ def sessions_of(db: Session, who: Caller, everyone: bool) -> list[DebugSession]:
 class Expired:
     services: set[str] = field(default_factory=set)  # whose probe sets changed
     sessions: set[str] = field(default_factory=set)  # that ended
+    probes: set[str] = field(default_factory=set)  # past their own deadline
 
 
 def expire_due(db: Session, now: float) -> Expired:
@@ -120,6 +121,7 @@ def expire_due(db: Session, now: float) -> Expired:
             .execution_options(synchronize_session=False)
         )
         changed.update(service for _, service in due)
+        expired.probes.update(probe_id for probe_id, _ in due)
     ended = select(DebugSession.id).where(DebugSession.ended_at.is_not(None))
     db.execute(delete(EventRecord).where(EventRecord.session_id.in_(ended)))
     return expired
