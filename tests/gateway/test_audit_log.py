@@ -4,6 +4,8 @@ verify` (run as a subprocess, as an auditor runs it), which names the first bad 
 
 from __future__ import annotations
 
+import base64
+import json
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -12,8 +14,10 @@ from pathlib import Path
 import pytest
 
 from keyhole.gateway import audit_log
+from keyhole.gateway.audit_notes import open_note
 from keyhole.gateway.context import GatewayContext
-from keyhole.gateway.merkle import leaf_hash
+from keyhole.gateway.merkle import leaf_hash, verify_consistency, verify_inclusion
+from keyhole.gateway.signing_key import load_signing_key
 from keyhole.gateway.state_paths import StatePaths
 from tests.gateway.harness import RunningGateway, cli_login, init_state, keyhole
 
@@ -195,3 +199,48 @@ def test_a_running_gateway_records_each_action_first_and_its_log_verifies(
     time.sleep(1.5)  # the gateway signs a checkpoint within a second of the log growing
     code, out = _verify(gateway.data)
     assert code == 0 and f"{len(_actions(gateway.data))} entries" in out, out
+
+
+def test_admins_read_the_log_take_checkpoints_and_prove_entries_with_the_api(
+    gateway: RunningGateway, config: Path, tmp_path: Path
+) -> None:
+    assert cli_login(gateway.url, gateway.ca, config).returncode == 0
+    first = keyhole("audit", "checkpoint", config=config)
+    assert first.returncode == 0 and first.stdout.count("\n") == 5  # origin, size, root, blank, signature
+    kept = tmp_path / "first.checkpoint"
+    kept.write_text(first.stdout)
+    assert keyhole("session", "open", "--service", "orders", "--reason", "INC-8", config=config).returncode == 0
+    assert keyhole("session", "close", config=config).returncode == 0
+    second = keyhole("audit", "checkpoint", config=config).stdout
+
+    logged = [json.loads(line) for line in keyhole("audit", "log", "--json", config=config).stdout.splitlines()]
+    assert [e["seq"] for e in logged] == list(range(len(logged)))
+    assert {"session.open", "session.close", "audit.checkpoint"} <= {e["action"] for e in logged}
+    readable = keyhole("audit", "log", "--actor", "user:admin", "--since", "1h", config=config).stdout
+    assert "session.open" in readable and "anonymous" not in readable
+    exported = keyhole("audit", "export", "--format", "jsonl", config=config).stdout.splitlines()
+    assert len(exported) >= len(logged) and all("body" in json.loads(line) for line in exported)
+
+    key = load_signing_key(StatePaths(gateway.data).signing_key).public_key()
+    one, two = open_note(kept.read_text(), key), open_note(second, key)
+    token = json.loads((config / "credentials.json").read_text())["access_token"]
+    with gateway.client() as client:
+        headers = {"Authorization": f"Bearer {token}"}
+        query = {"first": one.size, "second": two.size}
+        answer = client.get("/v1/audit/proof/consistency", params=query, headers=headers).json()
+        verify_consistency(one.size, two.size, [base64.b64decode(h) for h in answer["proof"]], one.root, two.root)
+        entry = next(e for e in exported if json.loads(e)["action"] == "session.open")
+        seq, body = json.loads(entry)["seq"], base64.b64decode(json.loads(entry)["body"])
+        answer = client.get("/v1/audit/proof/inclusion", params={"index": seq, "size": two.size}, headers=headers)
+        proof = [base64.b64decode(h) for h in answer.json()["proof"]]
+        verify_inclusion(seq, two.size, leaf_hash(body), proof, two.root)
+        too_far = client.get("/v1/audit/proof/inclusion", params={"index": 0, "size": 10**9}, headers=headers)
+        assert too_far.status_code == 400 and "fewer than" in too_far.json()["error"]
+    assert _verify(gateway.data, "--checkpoint", str(kept))[0] == 0
+
+    password = "erin-password-long"
+    assert keyhole("user", "add", "erin", "--password-stdin", config=config, stdin=password + "\n").returncode == 0
+    engineer = tmp_path / "erin"
+    assert cli_login(gateway.url, gateway.ca, engineer, user="erin", password=password).returncode == 0
+    refused = keyhole("audit", "log", config=engineer)
+    assert refused.returncode == 1 and "not an admin" in refused.stderr and refused.stderr.count("\n") == 1

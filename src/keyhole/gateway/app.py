@@ -8,6 +8,7 @@ from fastapi import FastAPI
 import keyhole
 from keyhole.gateway import (
     routes_agents,
+    routes_audit,
     routes_auth,
     routes_enroll,
     routes_events,
@@ -37,6 +38,7 @@ def create_user_app(context: GatewayContext) -> FastAPI:
     app.include_router(routes_sessions.router)
     app.include_router(routes_probes.router)
     app.include_router(routes_events.router)
+    app.include_router(routes_audit.router)
 
     @app.get("/v1/health", tags=["health"])
     def health() -> dict[str, str]:
