@@ -9,11 +9,11 @@ another place no longer matches it; its hash is a leaf of the log's Merkle tree.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, cast
 
 import rfc8785
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import func, select
+from sqlalchemy import Table, func, insert, select
 from sqlalchemy.orm import Session
 
 from keyhole.gateway import audit_tree
@@ -27,18 +27,24 @@ def entry_body(seq: int, at: float, actor: str, action: str, details: dict[str, 
     return rfc8785.dumps({"seq": seq, "at": format_timestamp(at), "actor": actor, "action": action, "details": details})
 
 
+_ENTRIES = cast(Table, AuditEntry.__table__)
+_INSERT_ENTRY = insert(_ENTRIES)
+_SIZE = select(func.coalesce(func.max(_ENTRIES.c.seq) + 1, 0))
+
+
 def size(db: Session) -> int:
-    return int(db.scalar(select(func.coalesce(func.max(AuditEntry.seq) + 1, 0))) or 0)
+    return int(db.execute(_SIZE).scalar() or 0)
 
 
 def append(db: Session, actor: str, action: str, **details: Any) -> int:
-    """Record an action; returns its position. `actor` is "user:NAME", "agent:INSTANCE" or "gateway"."""
+    """Record an action; returns its position. `actor` is "user:NAME", "agent:INSTANCE",
+    "credential:ID", "anonymous" or "gateway". Written at once, inside the action's transaction: a
+    failure here refuses the action."""
     seq = size(db)
     at = time.time()
     body = entry_body(seq, at, actor, action, details)
-    db.add(AuditEntry(seq=seq, at=at, actor=actor, action=action, body=body))
+    db.execute(_INSERT_ENTRY, {"seq": seq, "at": at, "actor": actor, "action": action, "body": body})
     audit_tree.add_leaf(db, seq, leaf_hash(body))
-    db.flush()  # now, inside the action's transaction: a failure here refuses the action
     return seq
 
 

@@ -3,28 +3,33 @@ arrive, so that the root at any size and any proof take a few reads (log n), nev
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from typing import cast
+
+from sqlalchemy import Table, bindparam, insert, select
 from sqlalchemy.orm import Session
 
 from keyhole.gateway.merkle import EMPTY_ROOT, consistency_path, inclusion_path, node_hash
 from keyhole.gateway.models import AuditNode
 
+_NODES = cast(Table, AuditNode.__table__)
+_INSERT_NODES = insert(_NODES)
+_NODE = select(_NODES.c.hash).where(_NODES.c.level == bindparam("level"), _NODES.c.idx == bindparam("idx"))
+
 
 def add_leaf(db: Session, index: int, leaf: bytes) -> None:
-    """Store leaf `index` and every subtree it completes (leaves must come in order)."""
+    """Store leaf `index` and every subtree it completes (leaves must come in order). Core statements,
+    not ORM objects: an append is on the path of every audited action."""
+    rows = [{"level": 0, "idx": index, "hash": leaf}]
     level, idx, value = 0, index, leaf
-    db.add(AuditNode(level=0, idx=index, hash=leaf))
     while idx & 1:  # a right child: its parent is complete now
-        left = db.get(AuditNode, (level, idx - 1))
-        if left is None:
-            raise LookupError(f"the audit tree lacks node ({level}, {idx - 1})")
-        level, idx, value = level + 1, idx >> 1, node_hash(left.hash, value)
-        db.add(AuditNode(level=level, idx=idx, hash=value))
+        level, idx, value = level + 1, idx >> 1, node_hash(_subtree(db, level, idx - 1), value)
+        rows.append({"level": level, "idx": idx, "hash": value})
+    db.execute(_INSERT_NODES, rows)
 
 
 def _subtree(db: Session, level: int, idx: int) -> bytes:
-    found = db.scalar(select(AuditNode.hash).where(AuditNode.level == level, AuditNode.idx == idx))
-    if found is None:
+    found = db.execute(_NODE, {"level": level, "idx": idx}).scalar()
+    if not isinstance(found, bytes):
         raise LookupError(f"the audit tree lacks node ({level}, {idx})")
     return found
 
