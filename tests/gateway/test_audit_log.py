@@ -244,3 +244,11 @@ def test_admins_read_the_log_take_checkpoints_and_prove_entries_with_the_api(
     assert cli_login(gateway.url, gateway.ca, engineer, user="erin", password=password).returncode == 0
     refused = keyhole("audit", "log", config=engineer)
     assert refused.returncode == 1 and "not an admin" in refused.stderr and refused.stderr.count("\n") == 1
+
+
+def test_an_entry_holds_any_details_a_request_can_bring() -> None:
+    body = audit_log.entry_body(
+        3, 0.0, "user:a", "probe.set", {"line": 2**62, "rate": float("inf"), "labels": {1: (2,)}}
+    )
+    assert json.loads(body)["details"] == {"labels": {"1": [2]}, "line": str(2**62), "rate": "inf"}
+    assert body.endswith(b'"seq":3}')  # what verify relies on: canonical JSON puts the position last

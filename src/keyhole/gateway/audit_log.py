@@ -8,6 +8,7 @@ another place no longer matches it; its hash is a leaf of the log's Merkle tree.
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any, cast
 
@@ -22,9 +23,29 @@ from keyhole.gateway.merkle import leaf_hash
 from keyhole.gateway.models import AuditCheckpoint, AuditEntry
 from keyhole.protocol.events import format_timestamp
 
+_SAFE_INTEGER = 2**53 - 1  # RFC 8785 numbers are IEEE doubles: larger integers would not survive
+
+
+def _representable(value: Any) -> Any:
+    """Details as canonical JSON can hold them: a number it cannot represent exactly (a huge integer
+    from a request, a NaN) is recorded as its text, rather than making the append, and so the action,
+    fail."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        return value if -_SAFE_INTEGER <= value <= _SAFE_INTEGER else str(value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(value)
+    if isinstance(value, dict):
+        return {str(k): _representable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_representable(v) for v in value]
+    return str(value)
+
 
 def entry_body(seq: int, at: float, actor: str, action: str, details: dict[str, Any]) -> bytes:
-    return rfc8785.dumps({"seq": seq, "at": format_timestamp(at), "actor": actor, "action": action, "details": details})
+    entry: dict[str, Any] = {"seq": seq, "at": format_timestamp(at), "actor": actor, "action": action}
+    return rfc8785.dumps({**entry, "details": _representable(details)})
 
 
 _ENTRIES = cast(Table, AuditEntry.__table__)

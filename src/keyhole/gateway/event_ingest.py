@@ -41,6 +41,8 @@ class Ingested:
     dropped: int = 0  # events of this batch the gateway did not keep
     agent_dropped: int = 0  # events the agent reports it could not send (its buffer was full)
     received: list[tuple[str, str]] = field(default_factory=list)  # (probe, SHA-256 of what was stored)
+    rows: list[dict[str, Any]] = field(default_factory=list, repr=False)  # events, ready to insert
+    status_rows: list[dict[str, Any]] = field(default_factory=list, repr=False)
     sessions: set[str] = field(default_factory=set)
 
 
@@ -130,14 +132,24 @@ def _save_statuses(db: Session, rows: list[dict[str, Any]]) -> None:
     db.execute(_UPSERT_STATUS, list(latest.values()))
 
 
-def ingest(db: Session, instance: Uploader, events: list[Any]) -> Ingested:
+def save(db: Session, result: Ingested) -> None:
+    """Write what `prepare` made: short, so it can run inside the audited transaction."""
+    if result.status_rows:
+        _save_statuses(db, result.status_rows)
+    if result.rows:
+        # Core, not the ORM's bulk insert: the same statement at half the cost per row.
+        db.execute(_INSERT_EVENTS, result.rows)
+
+
+def prepare(db: Session, instance: Uploader, events: list[Any]) -> Ingested:
+    """Read which probes the events may be for, and redact and encode them: the work of an upload,
+    done before the audited transaction that stores it (which holds the log's lock)."""
     now = time.time()
     result = Ingested()
     wellformed = [e for e in events if isinstance(e, dict) and isinstance(e.get("kind"), str)]
     result.dropped += len(events) - len(wellformed)
     targets = _targets(db, instance, {e["probe"] for e in wellformed if isinstance(e.get("probe"), str)}, now)
-    rows: list[dict[str, Any]] = []
-    statuses: list[dict[str, Any]] = []
+    rows, statuses = result.rows, result.status_rows
     for event in wellformed:
         kind, probe_id = event["kind"], event.get("probe")
         if probe_id is None:
@@ -187,11 +199,6 @@ def ingest(db: Session, instance: Uploader, events: list[Any]) -> Ingested:
             result.received.append((probe_id, hashlib.sha256(body.encode()).hexdigest()))
         elif kind not in (ev.STATS,):
             result.dropped += 1
-    if statuses:
-        _save_statuses(db, statuses)
-    if rows:
-        # Core, not the ORM's bulk insert: the same statement at half the cost per row.
-        db.execute(_INSERT_EVENTS, rows)
     result.statuses = len(statuses)
     result.stored = len(rows)
     return result

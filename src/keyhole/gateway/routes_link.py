@@ -19,7 +19,7 @@ from keyhole.gateway.api_errors import ApiError
 from keyhole.gateway.audit_log import append
 from keyhole.gateway.context import GatewayContext
 from keyhole.gateway.enrollment import renew
-from keyhole.gateway.event_ingest import Uploader, ingest
+from keyhole.gateway.event_ingest import Uploader, prepare, save
 from keyhole.gateway.routes_enroll import Labels, ServiceName
 from keyhole.gateway.tls_peer import peer_name
 from keyhole.protocol.link import (
@@ -183,8 +183,10 @@ def _store(context: GatewayContext, peer: str, raw: bytes) -> Uploaded:
     data = _parse_batch(raw)  # here, in the thread pool: parsing 4 MiB must not stall the event loop
     instance = data["instance"]
     service = _cached_service(context, peer, instance) or _known_instance(context, peer, instance)
-    with context.audited() as db:
-        result = ingest(db, Uploader(instance, service), data["events"])
+    with context.transaction() as db:
+        result = prepare(db, Uploader(instance, service), data["events"])
+    with context.audited() as db:  # events of a session that ended meanwhile are swept within a second
+        save(db, result)
         if result.received:  # which events came, by digest: never their content
             append(db, f"agent:{instance}", "events.received", events=[list(r) for r in result.received])
         if result.agent_dropped:
