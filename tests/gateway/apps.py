@@ -3,8 +3,10 @@ JSON lines they print."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -66,6 +68,13 @@ class Service:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+    def stop_with_workers(self) -> None:
+        """Stop the service and the workers it forked (each printed lines under its own pid)."""
+        self.stop()
+        for pid in {line["pid"] for line in self.lines} - {self.process.pid}:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
 
 
 def _read(service: Service) -> None:

@@ -241,15 +241,7 @@ def test_a_forked_worker_is_an_agent_instance_of_its_own(
         for pid in pids:
             service.wait_for(lambda s: s["probes"] == 0, pid=pid)
     finally:
-        service.stop()
-        for pid in {line["pid"] for line in service.lines} - {service.process.pid}:
-            import os
-            import signal
-
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+        service.stop_with_workers()
 
 
 def test_nobody_reveals_redacted_values_by_asking(gateway: RunningGateway, admin: Path, session: str) -> None:
@@ -364,12 +356,4 @@ def test_revoking_an_agent_cuts_off_every_process_of_its_enrollment_and_no_other
         unknown = keyhole("agent", "revoke", "no-such-instance", config=admin)
         assert unknown.returncode == 1 and "keyhole agents" in unknown.stderr and "Traceback" not in unknown.stderr
     finally:
-        workers.stop()
-        for pid in {line["pid"] for line in workers.lines} - {workers.process.pid}:
-            import os
-            import signal
-
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+        workers.stop_with_workers()

@@ -252,3 +252,51 @@ def test_an_entry_holds_any_details_a_request_can_bring() -> None:
     )
     assert json.loads(body)["details"] == {"labels": {"1": [2]}, "line": str(2**62), "rate": "inf"}
     assert body.endswith(b'"seq":3}')  # what verify relies on: canonical JSON puts the position last
+
+
+def test_a_rewritten_log_fails_against_a_kept_checkpoint_of_the_same_size(state: Path, tmp_path: Path) -> None:
+    kept = _checkpoint_file(state, tmp_path)  # size 40, also stored
+    _sql(state, "DELETE FROM audit_entries WHERE seq >= 1")
+    _sql(state, "DELETE FROM audit_nodes WHERE idx * (1 << level) + (1 << level) > 1")
+    _sql(state, "DELETE FROM audit_checkpoints")
+    context = GatewayContext.open(StatePaths(state))
+    try:
+        with context.audited() as db:  # forged entries, and the gateway signs what it finds
+            for n in range(1, ENTRIES):
+                audit_log.append(db, "user:mallory", "session.open", session=f"forged{n}")
+            audit_log.checkpoint(db, context.signing_key)
+    finally:
+        context.close()
+    assert _verify(state)[0] == 0  # consistent in itself: only the kept checkpoint can tell
+    code, out = _verify(state, "--checkpoint", str(kept))
+    assert code == 1 and "differs from the one you kept" in out
+
+
+def test_the_gateway_will_not_sign_a_log_that_no_longer_extends_its_last_checkpoint(state: Path) -> None:
+    _sql(state, "DELETE FROM audit_entries WHERE seq >= 30")
+    _sql(state, "DELETE FROM audit_nodes WHERE idx * (1 << level) + (1 << level) > 30")
+    context = GatewayContext.open(StatePaths(state))
+    try:
+        with context.audited() as db, pytest.raises(audit_log.LogRewritten, match="size 40"):
+            audit_log.append(db, "user:mallory", "session.open")
+            audit_log.checkpoint(db, context.signing_key)
+    finally:
+        context.close()
+
+
+def test_changed_columns_are_caught_though_the_text_is_intact(state: Path) -> None:
+    _sql(state, "UPDATE audit_entries SET actor = 'user:eve' WHERE seq = 3")
+    code, out = _verify(state)
+    assert code == 1 and "entry 3's action, actor or time columns were changed" in out
+
+
+def test_text_a_request_can_carry_is_recorded_never_refused() -> None:
+    body = audit_log.entry_body(1, 0.0, "user:a", "x", {"name": "\ud800 lone", "\udfff": 1})
+    assert json.loads(body)["details"] == {"name": "\\ud800 lone", "\\udfff": 1}
+
+
+def test_a_login_with_a_lone_surrogate_gets_a_clear_refusal_not_an_error(gateway: RunningGateway) -> None:
+    with gateway.client() as client:
+        raw = b'{"user": "\\ud800admin", "password": "not-the-password"}'
+        answer = client.post("/v1/auth/login", content=raw, headers={"Content-Type": "application/json"})
+    assert answer.status_code in (401, 422) and "\n" not in answer.json()["error"]

@@ -18,33 +18,43 @@ from sqlalchemy import Table, func, insert, select
 from sqlalchemy.orm import Session
 
 from keyhole.gateway import audit_tree
-from keyhole.gateway.audit_notes import Checkpoint, origin_for, sign
-from keyhole.gateway.merkle import leaf_hash
+from keyhole.gateway.audit_notes import Checkpoint, NoteError, open_note, origin_for, sign
+from keyhole.gateway.errors import GatewayError
+from keyhole.gateway.merkle import ProofError, leaf_hash, verify_consistency
 from keyhole.gateway.models import AuditCheckpoint, AuditEntry
 from keyhole.protocol.events import format_timestamp
 
 _SAFE_INTEGER = 2**53 - 1  # RFC 8785 numbers are IEEE doubles: larger integers would not survive
 
 
+def _text(value: str) -> str:
+    """Text as UTF-8 can hold it: a lone surrogate (JSON allows "\\ud800") is kept as its escape."""
+    if value.isascii():
+        return value
+    return value.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _representable(value: Any) -> Any:
     """Details as canonical JSON can hold them: a number it cannot represent exactly (a huge integer
     from a request, a NaN) is recorded as its text, rather than making the append, and so the action,
     fail."""
-    if isinstance(value, bool) or value is None or isinstance(value, str):
+    if isinstance(value, str):
+        return _text(value)
+    if isinstance(value, bool) or value is None:
         return value
     if isinstance(value, int):
         return value if -_SAFE_INTEGER <= value <= _SAFE_INTEGER else str(value)
     if isinstance(value, float):
         return value if math.isfinite(value) else repr(value)
     if isinstance(value, dict):
-        return {str(k): _representable(v) for k, v in value.items()}
+        return {_text(str(k)): _representable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_representable(v) for v in value]
     return str(value)
 
 
 def entry_body(seq: int, at: float, actor: str, action: str, details: dict[str, Any]) -> bytes:
-    entry: dict[str, Any] = {"seq": seq, "at": format_timestamp(at), "actor": actor, "action": action}
+    entry: dict[str, Any] = {"seq": seq, "at": format_timestamp(at), "actor": _text(actor), "action": action}
     return rfc8785.dumps({**entry, "details": _representable(details)})
 
 
@@ -69,13 +79,30 @@ def append(db: Session, actor: str, action: str, **details: Any) -> int:
     return seq
 
 
+class LogRewritten(GatewayError):
+    """The stored log no longer extends the last checkpoint the gateway signed: it will not sign it."""
+
+
 def checkpoint(db: Session, key: Ed25519PrivateKey) -> AuditCheckpoint:
-    """The signed checkpoint of the log as it stands, made now unless the latest covers it."""
+    """The signed checkpoint of the log as it stands, made now unless the latest covers it. Signed
+    only if the log still extends the latest signed checkpoint: the gateway must never vouch for a log
+    someone rewrote behind it."""
     current = size(db)
     latest = db.scalar(select(AuditCheckpoint).order_by(AuditCheckpoint.size.desc()).limit(1))
     if latest is not None and latest.size == current:
         return latest
-    note = sign(Checkpoint(origin_for(key.public_key()), current, audit_tree.root_at(db, current)), key)
+    root = audit_tree.root_at(db, current)
+    if latest is not None and latest.size > 0:
+        try:
+            signed = open_note(latest.note, key.public_key())
+            proof = audit_tree.consistency(db, signed.size, current)
+            verify_consistency(signed.size, current, proof, signed.root, root)
+        except (NoteError, ProofError, LookupError) as exc:
+            raise LogRewritten(
+                f"the audit log no longer extends its checkpoint of size {latest.size} ({exc}); "
+                "run keyhole audit verify --data DIR"
+            ) from None
+    note = sign(Checkpoint(origin_for(key.public_key()), current, root), key)
     made = AuditCheckpoint(size=current, at=time.time(), note=note)
     db.add(made)
     db.flush()

@@ -57,7 +57,7 @@ def sign(checkpoint: Checkpoint, key: Ed25519PrivateKey) -> str:
 
 def open_note(note: str, key: Ed25519PublicKey) -> Checkpoint:
     """The checkpoint in a note, once a signature line by `key` (under the log's own name) checks."""
-    text, sep, signatures = note.partition("\n\n")
+    text, sep, signatures = note.replace("\r\n", "\n").partition("\n\n")  # a copy may have passed through Windows
     if not sep or text.count("\n") != 2:
         raise NoteError("not a checkpoint: expected origin, size and root, a blank line, then signatures")
     origin, size_text, root_text = text.split("\n")

@@ -14,6 +14,7 @@ What each kind of tampering trips:
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -30,6 +31,7 @@ from keyhole.gateway.merkle import Frontier, ProofError, leaf_hash, verify_consi
 from keyhole.gateway.models import AuditCheckpoint
 from keyhole.gateway.signing_key import load_signing_key
 from keyhole.gateway.state_paths import StatePaths
+from keyhole.protocol.events import format_timestamp
 
 _BATCH = 10_000
 
@@ -71,13 +73,13 @@ def _kept(note: str | None, key: Ed25519PublicKey) -> Checkpoint | None:
     return kept
 
 
-def _entries_with_leaves(db: Session) -> Iterator[tuple[int, object, object]]:
+def _entries_with_leaves(db: Session) -> Iterator[tuple[int, object, object, object, object, object]]:
     """Every entry with its stored leaf hash, in order: read through the driver's own cursor, as a
     million rows through the ORM's row objects would cost more than all the hashing."""
     cursor = db.connection().connection.cursor()
     try:
         cursor.execute(
-            "SELECT e.seq, e.body, n.hash FROM audit_entries AS e"
+            "SELECT e.seq, e.body, n.hash, e.action, e.actor, e.at FROM audit_entries AS e"
             " LEFT JOIN audit_nodes AS n ON n.level = 0 AND n.idx = e.seq ORDER BY e.seq"
         )
         while batch := cursor.fetchmany(_BATCH):
@@ -92,22 +94,42 @@ def _as_bytes(value: object) -> bytes:
     return str(value).encode("utf-8", "surrogateescape")
 
 
+def _head(action: object, actor: object) -> bytes:
+    """How a body begins for its row's action and actor columns: canonical JSON sorts "action" and
+    "actor" first, then "at"."""
+    if not isinstance(action, str) or not isinstance(actor, str):
+        return b"\x00"  # no body begins so
+    return b'{"action":%s,"actor":%s' % (
+        json.dumps(action, ensure_ascii=False).encode("utf-8", "surrogateescape"),
+        json.dumps(actor, ensure_ascii=False).encode("utf-8", "surrogateescape"),
+    )
+
+
+def _columns_match(body: bytes, head: bytes, at: object) -> bool:
+    """Whether the row's action, actor and time columns (what listings show and filters use) are the
+    ones its text was written with."""
+    if not body.startswith(head) or not isinstance(at, float | int) or isinstance(at, bool):
+        return False
+    tail = b',"at":"%s"' % format_timestamp(float(at)).encode()
+    return body[len(head) : len(head) + len(tail)] == tail
+
+
 def verify(db: Session, key: Ed25519PublicKey, kept_note: str | None = None) -> Verified:
     """Raises Tampered at the first problem; returns what was checked when all holds."""
     checkpoints = _checkpoints(db, key)
     kept = _kept(kept_note, key)
-    wanted = {c.size: c for c in checkpoints}
-    if kept is not None:
-        wanted.setdefault(kept.size, kept)
+    stored_at = {c.size: c for c in checkpoints}
+    if kept is not None and kept.size in stored_at and stored_at[kept.size].root != kept.root:
+        raise Tampered(f"the log's own checkpoint of size {kept.size} differs from the one you kept: it was rewritten")
     frontier = Frontier()
     last_good = 0  # entries up to here are covered by a checkpoint that held
-    for seq, stored, stored_leaf in _entries_with_leaves(db):
-        at = frontier.size
+    heads: dict[tuple[object, object], bytes] = {}
+    for seq, stored, stored_leaf, action, actor, at in _entries_with_leaves(db):
         body = _as_bytes(stored)  # a hand-edited row may come back as text
-        if seq != at:
+        if seq != frontier.size:
             raise Tampered(
-                f"entry {at} is missing (the next stored entry is {seq}): entries were deleted"
-                if seq > at
+                f"entry {frontier.size} is missing (the next stored entry is {seq}): entries were deleted"
+                if seq > frontier.size
                 else f"entry {seq} is stored twice"
             )
         if not body.endswith(b'"seq":%d}' % seq):  # canonical JSON puts "seq" last
@@ -115,16 +137,24 @@ def verify(db: Session, key: Ed25519PublicKey, kept_note: str | None = None) -> 
         leaf = leaf_hash(body)
         if stored_leaf != leaf:
             raise Tampered(f"entry {seq} was changed after it was written: its hash is not the tree's")
+        head = heads.get((action, actor))
+        if head is None:
+            head = _head(action, actor)
+            if len(heads) < 10_000:
+                heads[action, actor] = head
+        if not _columns_match(body, head, at):
+            raise Tampered(f"entry {seq}'s action, actor or time columns were changed: they differ from its text")
         frontier.add(leaf)
-        checkpoint = wanted.get(frontier.size)
-        if checkpoint is not None:
+        size = frontier.size
+        for which, checkpoint in (("its signed checkpoint", stored_at.get(size)), ("the checkpoint you kept", kept)):
+            if checkpoint is None or checkpoint.size != size:
+                continue
             if frontier.root() != checkpoint.root:
-                which = "the checkpoint you kept" if checkpoint is kept else "its signed checkpoint"
                 raise Tampered(
-                    f"the log up to entry {seq} does not match {which} (size {checkpoint.size}): an entry from "
+                    f"the log up to entry {seq} does not match {which} (size {size}): an entry from "
                     f"{last_good} to {seq} was changed (the first entry that may be bad is {last_good})"
                 )
-            last_good = frontier.size
+            last_good = size
     size = frontier.size
     for checkpoint in (*checkpoints, *([kept] if kept else [])):
         if checkpoint.size > size:

@@ -49,12 +49,14 @@ class ProofOut(BaseModel):
 
 
 def _entry(row: AuditEntry) -> EntryOut:
+    """Everything shown comes from the entry's text, which the tree covers, not from the columns
+    (which `keyhole audit verify` holds to the text)."""
     parsed = json.loads(row.body)
     return EntryOut(
         seq=row.seq,
         at=parsed["at"],
-        actor=row.actor,
-        action=row.action,
+        actor=parsed["actor"],
+        action=parsed["action"],
         details=parsed["details"],
         body=base64.b64encode(row.body).decode(),
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hmac
+
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field
 
@@ -38,8 +40,16 @@ def login(body: LoginRequest, context: Gateway) -> Credentials:
         with context.audited() as db:
             append(db, f"user:{user.name}", "login")
             return open_login(db, context.token_key, user)
+    # The name tried is kept only if such a user exists: people type passwords into name fields. An
+    # unknown name is kept as a keyed digest, so repeated tries of one name still show as one.
+    tried = (
+        user.name
+        if user is not None
+        else "unknown:"
+        + hmac.new(context.token_key, body.user.encode("utf-8", "surrogatepass"), "sha256").hexdigest()[:16]
+    )
     with context.audited() as db:
-        append(db, "anonymous", "login.failed", user=body.user)
+        append(db, "anonymous", "login.failed", user=tried)
     raise AuthError("wrong user name or password")
 
 

@@ -77,7 +77,9 @@ class Uploaded(BaseModel):
 @router.post(HELLO_PATH)
 def hello(body: HelloRequest, peer: Peer, context: Gateway) -> HelloResponse:
     with context.audited() as db:
-        append(db, f"agent:{body.instance}", "agent.connect", credential=peer, **body.model_dump(exclude={"instance"}))
+        append(
+            db, f"agent:{body.instance}", "agent.connect", credential=peer, hello=body.model_dump(exclude={"instance"})
+        )
         instances.register(db, peer, instances.Hello(**body.model_dump()))
     context.connections.seen(body.instance)
     return HelloResponse(instance=body.instance, server_time=time.time())
