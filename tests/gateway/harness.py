@@ -70,7 +70,9 @@ class RunningGateway:
         return self.process.wait(timeout=20)
 
 
-def start_gateway(data: Path, port: int = 0, agent_port: int = 0, cert_ttl: str = "12h") -> RunningGateway:
+def start_gateway(
+    data: Path, port: int = 0, agent_port: int = 0, cert_ttl: str = "12h", policy: Path | None = None
+) -> RunningGateway:
     process = subprocess.Popen(
         [
             KEYHOLE,
@@ -84,6 +86,7 @@ def start_gateway(data: Path, port: int = 0, agent_port: int = 0, cert_ttl: str 
             f"127.0.0.1:{agent_port}",
             "--agent-cert-ttl",
             cert_ttl,
+            *(["--policy", str(policy)] if policy is not None else []),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -66,6 +66,10 @@ def serve(
     agent_cert_ttl: Annotated[
         str, typer.Option("--agent-cert-ttl", help="Lifetime of agents' client certificates (renewed at two thirds).")
     ] = "12h",
+    policy: Annotated[
+        Path | None,
+        typer.Option("--policy", help="A policy file (YAML): deny by default; reloaded on SIGHUP.", show_default=False),
+    ] = None,
 ) -> None:
     """Serve the user API and the agent endpoint until SIGTERM or Ctrl-C."""
     from keyhole.gateway.context import GatewayContext
@@ -82,6 +86,15 @@ def serve(
         agent_address = Listen.parse(agent_listen, "--agent-listen")
         cert_ttl = duration_option(agent_cert_ttl, "--agent-cert-ttl", minimum=10.0, maximum=7 * 86400.0)
         context = GatewayContext.open(StatePaths(data))
+        if policy is not None:
+            from keyhole.gateway.access import apply_policy_file
+
+            try:
+                apply_policy_file(context, policy, "gateway")
+            except BaseException:
+                context.close()
+                raise
+            context.policy_path = policy
         run_server(context, user_address, agent_address, cert_ttl)
     except _gateway_errors() as exc:
         raise CliError(str(exc), exit_code=1) from None

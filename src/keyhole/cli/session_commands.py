@@ -19,14 +19,17 @@ session_app = typer.Typer(help="Open, list and close debug sessions.", no_args_i
 def open_session(
     service: Annotated[str, typer.Option("--service", help="The service to debug.", show_default=False)] = "",
     reason: Annotated[str, typer.Option("--reason", help="Why you are looking (recorded).", show_default=False)] = "",
-    ttl: Annotated[str, typer.Option("--ttl", help="How long the session lasts (at most 1h).")] = "15m",
+    ttl: Annotated[
+        str, typer.Option("--ttl", help="How long the session lasts (at most 1h, or your roles' longest).")
+    ] = "15m",
 ) -> None:
     """Open a debug session on one service and make it the current one."""
     from keyhole.cli.gateway_client import api, fresh_login
 
     if not service or not reason.strip():
         raise CliError("usage: keyhole session open --service NAME --reason TEXT [--ttl 15m]")
-    seconds = duration_option(ttl, "--ttl", minimum=60.0, maximum=3600.0)
+    # Up to a day here: the gateway holds each user to their roles' longest session.
+    seconds = duration_option(ttl, "--ttl", minimum=60.0, maximum=24 * 3600.0)
     opened = api("POST", "/v1/sessions", {"service": service, "reason": reason, "ttl": seconds}, ok=(201,))
     current_session.save(
         current_session.CurrentSession(fresh_login().gateway, opened["id"], opened["service"], opened["expires_at"])

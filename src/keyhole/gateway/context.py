@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Engine
@@ -20,6 +21,7 @@ from keyhole.gateway.connections import Connections
 from keyhole.gateway.database import migrate, open_engine, session_factory
 from keyhole.gateway.errors import GatewayError
 from keyhole.gateway.notifier import Notifier
+from keyhole.gateway.policy import Policy
 from keyhole.gateway.probe_commands import LiveProbe, live_probes
 from keyhole.gateway.probe_set_answers import ProbeSetAnswers
 from keyhole.gateway.signing_key import load_signing_key
@@ -50,6 +52,9 @@ class GatewayContext:
     connections: Connections = field(default_factory=Connections)
     # instance id -> (credential that owns it, its service, monotonic time it was last checked)
     known_instances: dict[str, tuple[str, str, float]] = field(default_factory=dict)
+    # The policy in force (None: no policy file, the gateway's first rules) and the file it came from.
+    policy: Policy | None = None
+    policy_path: Path | None = None
     # Revoked since the gateway started; the cache above must not vouch for them even for a moment.
     revoked_credentials: set[str] = field(default_factory=set)
     probe_set_answers: ProbeSetAnswers = field(init=False)

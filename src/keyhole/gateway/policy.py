@@ -4,7 +4,6 @@
 roles:
   oncall:
     services: ["orders", "payments-*"]      # globs; required
-    labels: {region: "eu-*"}                # agents must carry matching labels (optional)
     probes: [snapshot, log, metric, stacks] # kinds its holders may set (default: none)
     max_session: 30m                        # longest session (default 15m, at most 24h)
     reveal: [pii]                           # redaction classes shown unredacted (default: none)
@@ -17,12 +16,14 @@ users:
 ```
 
 A file that does not validate is refused whole, with the line and the reason; nothing of it is used.
+Limiting a role to agents by their labels is not enforced yet, so a role with `labels:` is refused
+rather than read as a limit that does not hold.
 """
 
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
@@ -36,7 +37,7 @@ from keyhole.protocol.redaction import validate_reveal
 ADMIN_ABILITIES = ("users", "enrollment", "policy", "audit")
 DEFAULT_MAX_SESSION = 15 * 60.0
 LONGEST_SESSION = 24 * 3600.0
-_ROLE_FIELDS = ("services", "labels", "probes", "max_session", "reveal", "approval", "admin")
+_ROLE_FIELDS = ("services", "probes", "max_session", "reveal", "approval", "admin")
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_.")
 
 
@@ -54,20 +55,15 @@ class Approval:
 class Role:
     name: str
     services: tuple[str, ...]
-    labels: dict[str, str] = field(default_factory=dict)
     probes: frozenset[str] = frozenset()
     max_session: float = DEFAULT_MAX_SESSION
     reveal: frozenset[str] = frozenset()
     approval: Approval | None = None
     admin: frozenset[str] = frozenset()
 
-    def covers(self, service: str, labels: dict[str, str] | None = None) -> bool:
-        """Whether this role reaches `service` (and, when given, an agent with these labels)."""
-        if not any(fnmatch.fnmatchcase(service, glob) for glob in self.services):
-            return False
-        if labels is None:
-            return True
-        return all(fnmatch.fnmatchcase(labels.get(key, ""), glob) for key, glob in self.labels.items())
+    def covers(self, service: str) -> bool:
+        """Whether this role reaches `service`."""
+        return any(fnmatch.fnmatchcase(service, glob) for glob in self.services)
 
 
 @dataclass(frozen=True)
@@ -151,7 +147,7 @@ def _role(name: str, name_node: yaml.Node, node: yaml.Node, pending: list[tuple[
         if key == "services":
             services = tuple(_strings(value, what))
         elif key == "labels":
-            fields["labels"] = {k: _scalar(v, f"{what}.{k}") for k, _, v in _mapping(value, what)}
+            raise _fail(key_node, f"{what}: limiting a role by agent labels is not enforced yet; remove it for now")
         elif key == "probes":
             kinds = _strings(value, what)
             unknown = [k for k in kinds if k not in KINDS]

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from keyhole.gateway import instances, sessions
+from keyhole.gateway.access import check_probe
 from keyhole.gateway.api_auth import AnyUser, Gateway
 from keyhole.gateway.api_errors import ApiError
 from keyhole.gateway.audit_log import append
@@ -88,6 +89,11 @@ def set_probe(session_id: str, body: ProbeRequest, who: AnyUser, context: Gatewa
     if fields.get("reveal"):
         # Who may see which redacted classes is a role's grant (policy), not the asker's choice.
         raise ApiError(403, "revealing redacted values needs a role that grants it; probes show redacted values")
+    with context.transaction() as db:
+        service = sessions.live_session(db, who, session_id).service
+    grant = check_probe(context, who, service, fields["kind"])
+    if grant.reveal:
+        fields["reveal"] = list(grant.reveal)  # the viewer's roles decide; the agent redacts for them
     with context.audited() as db:
         session = sessions.live_session(db, who, session_id)
         agents = instances.service_instances(db, session.service)

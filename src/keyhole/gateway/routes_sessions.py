@@ -12,10 +12,12 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from keyhole.gateway import instances, sessions
+from keyhole.gateway.access import check_session
 from keyhole.gateway.api_auth import AnyUser, Gateway
 from keyhole.gateway.audit_log import append
 from keyhole.gateway.context import GatewayContext
 from keyhole.gateway.models import DebugSession, ProbeRecord, ProbeStatus, User
+from keyhole.gateway.policy import LONGEST_SESSION
 from keyhole.gateway.routes_enroll import ServiceName, seconds
 from keyhole.gateway.tokens import Caller
 
@@ -78,9 +80,10 @@ def _user_name(db: Session, user_id: int) -> str:
 
 @router.post("", status_code=201)
 def open_session(body: SessionRequest, who: AnyUser, context: Gateway) -> SessionOut:
-    ttl = seconds(body.ttl, sessions.DEFAULT_TTL, sessions.MAX_TTL, "session ttl")
+    ttl = seconds(body.ttl, sessions.DEFAULT_TTL, LONGEST_SESSION, "session ttl")
+    grant = check_session(context, who, body.service, ttl)
     with context.audited() as db:
-        row = sessions.open_session(db, who, body.service, body.reason, ttl)
+        row = sessions.open_session(db, who, body.service, body.reason, ttl, max_ttl=grant.max_session)
         append(db, f"user:{who.name}", "session.open", session=row.id, service=row.service, reason=row.reason, ttl=ttl)
         ids = [i.id for i in instances.service_instances(db, row.service)]
     return _out(context, row, who.name, ids)

@@ -18,6 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
 from keyhole.gateway import audit_log
+from keyhole.gateway.access import apply_policy_file
 from keyhole.gateway.app import create_agent_app, create_user_app
 from keyhole.gateway.context import GatewayContext
 from keyhole.gateway.errors import GatewayError
@@ -135,6 +136,17 @@ def _expire(context: GatewayContext) -> Expired:
     return expired
 
 
+def _reload_policy(context: GatewayContext) -> None:
+    """SIGHUP: read the policy file again; a file that does not validate changes nothing."""
+    path = context.policy_path
+    if path is None:
+        return
+    try:
+        apply_policy_file(context, path, "gateway")
+    except GatewayError as exc:
+        _log.error("%s; the policy in force stays", exc)
+
+
 async def _serve(context: GatewayContext, servers: list[tuple[_Server, socket.socket]]) -> None:
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
@@ -149,6 +161,8 @@ async def _serve(context: GatewayContext, servers: list[tuple[_Server, socket.so
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop)
+    if context.policy_path is not None:
+        loop.add_signal_handler(signal.SIGHUP, lambda: loop.run_in_executor(None, _reload_policy, context))
     tasks = [asyncio.create_task(server.serve(sockets=[sock])) for server, sock in servers]
     sweeper = asyncio.create_task(_sweep(context, stopping))
     # Tests and scripts read these two lines to find the ports (port 0 picks free ones).

@@ -20,11 +20,13 @@ MAX_TTL = 60 * 60.0
 MAX_REASON = 500
 
 
-def open_session(db: Session, who: Caller, service: str, reason: str, ttl: float) -> DebugSession:
+def open_session(
+    db: Session, who: Caller, service: str, reason: str, ttl: float, *, max_ttl: float = MAX_TTL
+) -> DebugSession:
     if not reason.strip():
         raise ApiError(400, "a session needs a reason: say why you are looking, e.g. --reason 'INC-42 refunds fail'")
-    if not 60 <= ttl <= MAX_TTL:
-        raise ApiError(400, f"session ttl must be from 1m to {MAX_TTL / 60:.0f}m (got {ttl:g}s)")
+    if not 60 <= ttl <= max_ttl:
+        raise ApiError(400, f"session ttl must be from 1m to {max_ttl / 60:.0f}m (got {ttl:g}s)")
     now = time.time()
     row = DebugSession(
         id="ses-" + secrets.token_hex(8),

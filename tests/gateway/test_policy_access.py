@@ -1,0 +1,189 @@
+"""A gateway serving a policy: deny by default, each refusal a 403 with its reason and an audit
+entry, each role's reveal carried in the signed probe so that the agent redacts for the viewer, and
+SIGHUP reloading the file (a broken one changes nothing). Real gateway, real agent, CLI as subprocess."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.gateway.apps import Service, enroll_token, probe_line, start_service, wait_connected
+from tests.gateway.harness import RunningGateway, cli_login, init_state, keyhole, start_gateway
+
+POLICY = """\
+roles:
+  oncall:
+    services: [orders]
+    probes: [snapshot, log, metric, stacks]
+    max_session: 30m
+  lead:
+    services: ["*"]
+    probes: [snapshot, log, metric, function, exception, stacks]
+    max_session: 2h
+    reveal: [pii]
+  gated:
+    services: [payments]
+    probes: [snapshot]
+    approval: {from: [lead]}
+users:
+  alice: [oncall, gated]
+  bob: [lead]
+"""
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningGateway, Path]]:
+    base = tmp_path_factory.mktemp("policy")
+    assert init_state(base / "state", base / "init").returncode == 0
+    policy = base / "policy.yaml"
+    policy.write_text(POLICY)
+    running = start_gateway(base / "state", policy=policy)
+    try:
+        yield running, policy
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="module")
+def users(served: tuple[RunningGateway, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    gateway, _ = served
+    base = tmp_path_factory.mktemp("users")
+    configs = {"admin": base / "admin"}
+    assert cli_login(gateway.url, gateway.ca, configs["admin"]).returncode == 0
+    for name in ("alice", "bob"):
+        password = f"{name}-password-long"
+        added = keyhole("user", "add", name, "--password-stdin", config=configs["admin"], stdin=password + "\n")
+        assert added.returncode == 0, added.stderr
+        configs[name] = base / name
+        assert cli_login(gateway.url, gateway.ca, configs[name], user=name, password=password).returncode == 0
+    return configs
+
+
+@pytest.fixture(scope="module")
+def service(served: tuple[RunningGateway, Path], users: dict[str, Path]) -> Iterator[Service]:
+    gateway, _ = served
+    running = start_service(gateway, users["admin"], token=enroll_token(users["admin"]))
+    try:
+        wait_connected(users["admin"], running.process.pid)
+        yield running
+    finally:
+        running.stop()
+
+
+def _denials(gateway: RunningGateway) -> list[dict[str, object]]:
+    with sqlite3.connect(f"file:{gateway.data / 'keyhole.db'}?mode=ro", uri=True) as db:
+        rows = db.execute("SELECT body FROM audit_entries WHERE action = 'access.denied' ORDER BY seq").fetchall()
+    return [json.loads(body) for (body,) in rows]
+
+
+def _open(config: Path, service: str, ttl: str = "15m") -> tuple[int, str]:
+    opened = keyhole("session", "open", "--service", service, "--reason", "INC-9 policy", "--ttl", ttl, config=config)
+    assert "Traceback" not in opened.stderr
+    return opened.returncode, (opened.stdout + opened.stderr).strip()
+
+
+def test_a_role_reaches_only_its_services_for_only_its_time(
+    served: tuple[RunningGateway, Path], users: dict[str, Path]
+) -> None:
+    gateway, _ = served
+    before = len(_denials(gateway))
+    code, out = _open(users["alice"], "billing")
+    assert code == 1 and out.count("\n") == 0 and "no role of yours reaches service 'billing'" in out
+    code, out = _open(users["alice"], "orders", ttl="45m")
+    assert code == 1 and "at most 30m" in out
+    code, out = _open(users["alice"], "payments")
+    assert code == 1 and "need an approval" in out
+    code, out = _open(users["admin"], "orders")  # an admin administers; debugging takes a role too
+    assert code == 1 and "no role of yours" in out
+    denied = _denials(gateway)[before:]
+    assert [d["actor"] for d in denied] == ["user:alice"] * 3 + ["user:admin"]
+    assert all(d["details"]["refused"] == "session.open" for d in denied)  # type: ignore[index]
+    code, out = _open(users["bob"], "billing", ttl="90m")
+    assert code == 0, out
+    assert keyhole("session", "close", config=users["bob"]).returncode == 0
+
+
+def test_probe_kinds_follow_the_role_and_reveal_is_the_viewers(
+    served: tuple[RunningGateway, Path], users: dict[str, Path], service: Service
+) -> None:
+    line = f"orders.py:{probe_line()}"
+    shown: dict[str, dict[str, object]] = {}
+    for name in ("alice", "bob"):
+        config = users[name]
+        assert _open(config, "orders")[0] == 0
+        try:
+            if name == "alice":
+                refused = keyhole("fn", "orders:handle", config=config)
+                assert refused.returncode == 1 and "do not grant function probes" in refused.stderr
+            snap = keyhole("snap", line, config=config)
+            assert snap.returncode == 0, snap.stderr
+            deadline = time.monotonic() + 15
+            events: list[dict[str, object]] = []
+            while not events and time.monotonic() < deadline:
+                result = keyhole("events", "--json", config=config)
+                events = [json.loads(e) for e in result.stdout.splitlines() if json.loads(e)["kind"] == "snapshot"]
+                time.sleep(0.2)
+            assert events, f"no snapshot for {name}"
+            shown[name] = events[0]["frames"][0]["locals"]  # type: ignore[index]
+        finally:
+            keyhole("session", "close", config=config)
+    assert shown["alice"]["email"] == {"@redacted": "pii"}
+    assert shown["bob"]["email"] == "ann@example.com"  # his role reveals pii
+    assert shown["bob"]["card_number"] == {"@redacted": "secret"}  # and nothing else
+
+
+def test_sighup_reloads_the_policy_and_a_broken_file_changes_nothing(
+    served: tuple[RunningGateway, Path], users: dict[str, Path]
+) -> None:
+    gateway, policy = served
+    policy.write_text(POLICY.replace("    services: [orders]\n", "    servics: [orders]\n"))
+    gateway.process.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while "the policy in force stays" not in gateway.log() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "line 3: unknown field 'servics' in role oncall" in gateway.log()
+    code, _ = _open(users["alice"], "orders")
+    assert code == 0
+    keyhole("session", "close", config=users["alice"])
+
+    policy.write_text(POLICY.replace("  alice: [oncall, gated]\n", ""))
+    gateway.process.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    code, out = 0, ""
+    while time.monotonic() < deadline:
+        code, out = _open(users["alice"], "orders")
+        if code != 0:
+            break
+        keyhole("session", "close", config=users["alice"])
+        time.sleep(0.2)
+    assert code == 1 and "no role of yours" in out
+    policy.write_text(POLICY)
+    gateway.process.send_signal(signal.SIGHUP)
+
+
+def test_a_policy_that_does_not_validate_stops_the_gateway_from_starting(tmp_path: Path) -> None:
+    assert init_state(tmp_path / "state", tmp_path / "init").returncode == 0
+    broken = tmp_path / "policy.yaml"
+    broken.write_text("roles:\n  a:\n    probes: [snapshot]\n")
+    result = keyhole(
+        "gateway",
+        "serve",
+        "--data",
+        str(tmp_path / "state"),
+        "--listen",
+        "127.0.0.1:0",
+        "--agent-listen",
+        "127.0.0.1:0",
+        "--policy",
+        str(broken),
+        config=tmp_path / "c",
+        timeout=30,
+    )
+    assert result.returncode == 1 and "line 2: role a needs services" in result.stderr
+    assert "Traceback" not in result.stderr
