@@ -40,7 +40,7 @@ def test_init_creates_a_state_with_owner_only_secrets(tmp_path: Path) -> None:
     assert any(str(ip) == "127.0.0.1" for ip in names.get_values_for_type(x509.IPAddress))
 
     with sqlite3.connect(data / "keyhole.db") as db:
-        assert db.execute("select version_num from alembic_version").fetchall() == [("0003",)]
+        assert db.execute("select version_num from alembic_version").fetchall() == [("0004",)]
         rows = db.execute("select name, role, password_hash from users").fetchall()
     assert [(name, role) for name, role, _ in rows] == [("admin", "admin")]
     assert rows[0][2].startswith("$argon2id$")

@@ -34,6 +34,7 @@ roles:
 users:
   alice: [oncall, gated]
   bob: [lead]
+  carol: [gated]
 """
 
 
@@ -56,7 +57,7 @@ def users(served: tuple[RunningGateway, Path], tmp_path_factory: pytest.TempPath
     base = tmp_path_factory.mktemp("users")
     configs = {"admin": base / "admin"}
     assert cli_login(gateway.url, gateway.ca, configs["admin"]).returncode == 0
-    for name in ("alice", "bob"):
+    for name in ("alice", "bob", "carol"):
         password = f"{name}-password-long"
         added = keyhole("user", "add", name, "--password-stdin", config=configs["admin"], stdin=password + "\n")
         assert added.returncode == 0, added.stderr
@@ -98,7 +99,7 @@ def test_a_role_reaches_only_its_services_for_only_its_time(
     code, out = _open(users["alice"], "orders", ttl="45m")
     assert code == 1 and "at most 30m" in out
     code, out = _open(users["alice"], "payments")
-    assert code == 1 and "need an approval" in out
+    assert code == 1 and "need an approval" in out and "keyhole access request --role gated" in out
     code, out = _open(users["admin"], "orders")  # an admin administers; debugging takes a role too
     assert code == 1 and "no role of yours" in out
     denied = _denials(gateway)[before:]
@@ -187,3 +188,68 @@ def test_a_policy_that_does_not_validate_stops_the_gateway_from_starting(tmp_pat
     )
     assert result.returncode == 1 and "line 2: role a needs services" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def _access(config: Path, *args: str) -> tuple[int, str]:
+    result = keyhole("access", *args, config=config)
+    assert "Traceback" not in result.stderr
+    return result.returncode, (result.stdout + result.stderr).strip()
+
+
+def test_just_in_time_access_is_approved_by_another_and_its_revocation_ends_the_session(
+    served: tuple[RunningGateway, Path], users: dict[str, Path]
+) -> None:
+    gateway, _ = served
+    alice, bob, carol = users["alice"], users["bob"], users["carol"]
+    code, out = _access(alice, "request", "--role", "oncall", "--service", "orders", "--reason", "x")
+    assert code == 1 and "needs no approval" in out
+    code, out = _access(alice, "request", "--role", "lead", "--service", "payments", "--reason", "x")
+    assert code == 1 and "you do not hold role 'lead'" in out
+    code, out = _access(
+        alice, "request", "--role", "gated", "--service", "payments", "--reason", "INC-5", "--ttl", "10m"
+    )
+    assert code == 0, out
+    request_id = out.split()[2].rstrip(":")
+
+    assert request_id in _access(bob, "list", "--pending")[1]  # bob holds an approver role
+    code, out = _access(alice, "approve", request_id)
+    assert code == 1 and "nobody approves or denies their own request" in out
+    code, out = _access(carol, "approve", request_id)
+    assert code == 1 and "needs one of the roles lead" in out
+    code, out = _access(bob, "approve", request_id, "--reason", "on call tonight")
+    assert code == 0 and "granted" in out
+    code, out = _access(bob, "approve", request_id)
+    assert code == 1 and "not pending" in out
+
+    code, out = _open(alice, "payments", ttl="20m")  # longer than the grant has left
+    assert code == 1 and "at most" in out
+    code, out = _open(alice, "payments", ttl="5m")
+    assert code == 0, out
+    session = out.split()[1]
+    assert keyhole("snap", "orders.py:12", config=alice).returncode in (0, 1)  # set (no agent of payments)
+
+    code, out = _access(bob, "revoke", request_id)
+    assert code == 0, out
+    listed = keyhole("session", "list", config=alice).stdout
+    assert next(line for line in listed.splitlines() if session in line).split()[4] == "revoked"
+    code, out = _open(alice, "payments", ttl="5m")
+    assert code == 1 and "need an approval" in out
+
+    code, out = _access(
+        alice, "request", "--role", "gated", "--service", "payments", "--reason", "again", "--ttl", "30m"
+    )
+    assert code == 1 and "from 1m to its longest session, 15m" in out
+    code, out = _access(
+        alice, "request", "--role", "gated", "--service", "payments", "--reason", "again", "--ttl", "9m"
+    )
+    assert code == 0, out
+    second = out.split()[2].rstrip(":")
+    denied = _access(bob, "deny", second)
+    assert denied[0] == 0, denied
+    assert _access(bob, "approve", second)[0] == 1
+    with sqlite3.connect(f"file:{gateway.data / 'keyhole.db'}?mode=ro", uri=True) as db:
+        actions = [
+            a for (a,) in db.execute("SELECT action FROM audit_entries WHERE action LIKE 'access.%' ORDER BY seq")
+        ]
+    for step in ("access.request", "access.approve", "access.revoke", "access.deny"):
+        assert step in actions

@@ -107,6 +107,7 @@ def events(
 
 
 from keyhole.cli import probe_commands  # noqa: E402
+from keyhole.cli.access_commands import access_app  # noqa: E402
 from keyhole.cli.account_commands import login, logout, user_app  # noqa: E402
 from keyhole.cli.agent_commands import agent_app, agents  # noqa: E402
 from keyhole.cli.audit_commands import audit_app  # noqa: E402
@@ -119,6 +120,7 @@ app.add_typer(user_app, name="user")
 app.add_typer(agent_app, name="agent")
 app.add_typer(session_app, name="session")
 app.add_typer(audit_app, name="audit")
+app.add_typer(access_app, name="access")
 app.command("login")(login)
 app.command("logout")(logout)
 app.command("agents")(agents)

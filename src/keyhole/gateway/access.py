@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
+from keyhole.gateway.access_requests import active_grant
 from keyhole.gateway.api_errors import ApiError
 from keyhole.gateway.audit_log import append
 from keyhole.gateway.context import GatewayContext
@@ -36,6 +38,7 @@ class Grant:
     max_session: float
     reveal: tuple[str, ...]
     needs_approval: bool
+    grant_id: str | None = None  # the approved access request a session under this grant depends on
 
 
 OPEN = Grant(roles=(), probes=frozenset(KINDS), max_session=3600.0, reveal=(), needs_approval=False)
@@ -63,13 +66,26 @@ def grant_for(context: GatewayContext, who: Caller, service: str) -> Grant:
             f"no role of yours reaches service {service!r}; ask an admin for a role in the policy",
         )
     free = [role for role in roles if role.approval is None]
-    usable = free or roles
+    gated = [role for role in roles if role.approval is not None]
+    approved = None
+    if gated:
+        with context.transaction() as db:
+            approved = active_grant(db, who, [role.name for role in gated], service)
+    usable = free + [role for role in gated if approved is not None and role.name == approved.role]
+    if not usable:
+        return Grant(tuple(r.name for r in gated), frozenset(), 0.0, (), needs_approval=True)
+    longest = max(role.max_session for role in usable)
+    if approved is not None and approved.granted_until is not None:
+        granted = [role for role in usable if role.name == approved.role]
+        left = approved.granted_until - time.time()
+        longest = max([role.max_session for role in free] + [min(r.max_session, left) for r in granted])
     return Grant(
         roles=tuple(role.name for role in usable),
         probes=frozenset().union(*(role.probes for role in usable)),
-        max_session=min(LONGEST_SESSION, max(role.max_session for role in usable)),
+        max_session=min(LONGEST_SESSION, longest),
         reveal=tuple(sorted(set().union(*(role.reveal for role in usable)))),
-        needs_approval=not free,
+        needs_approval=False,
+        grant_id=approved.id if approved is not None else None,
     )
 
 
@@ -82,8 +98,8 @@ def check_session(context: GatewayContext, who: Caller, service: str, ttl: float
             context,
             who,
             "session.open",
-            f"your roles ({', '.join(grant.roles)}) need an approval for service {service!r}, "
-            "and approvals are not available yet; ask an admin",
+            f"your roles ({', '.join(grant.roles)}) need an approval for service {service!r}: "
+            f"keyhole access request --role {grant.roles[0]} --service {service} --reason TEXT",
         )
     if ttl > grant.max_session:
         refuse(

@@ -7,6 +7,7 @@ from fastapi import FastAPI
 
 import keyhole
 from keyhole.gateway import (
+    routes_access,
     routes_agents,
     routes_audit,
     routes_auth,
@@ -39,6 +40,7 @@ def create_user_app(context: GatewayContext) -> FastAPI:
     app.include_router(routes_probes.router)
     app.include_router(routes_events.router)
     app.include_router(routes_audit.router)
+    app.include_router(routes_access.router)
 
     @app.get("/v1/health", tags=["health"])
     def health() -> dict[str, str]:

@@ -104,6 +104,7 @@ class DebugSession(Base):
     expires_at: Mapped[float] = mapped_column(Float)
     ended_at: Mapped[float | None] = mapped_column(Float, nullable=True, index=True)
     end_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    grant_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)  # the approval it needed
 
 
 class ProbeRecord(Base):
@@ -179,3 +180,30 @@ class AuditCheckpoint(Base):
     size: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     at: Mapped[float] = mapped_column(Float)
     note: Mapped[str] = mapped_column(Text)
+
+
+class AccessRequest(Base):
+    """A request for a role that needs approval, on one service; once approved, a time-boxed grant."""
+
+    __tablename__ = "access_requests"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    role: Mapped[str] = mapped_column(String(64))
+    service: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(Text)
+    ttl: Mapped[float] = mapped_column(Float)  # how long the grant lasts once approved
+    created_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float)  # while pending
+    state: Mapped[str] = mapped_column(String(16), index=True)  # pending, approved, denied, expired, revoked
+    decided_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    granted_until: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class AccessApproval(Base):
+    __tablename__ = "access_approvals"
+
+    request_id: Mapped[str] = mapped_column(ForeignKey("access_requests.id", ondelete="CASCADE"), primary_key=True)
+    approver_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    at: Mapped[float] = mapped_column(Float)
+    reason: Mapped[str] = mapped_column(Text)

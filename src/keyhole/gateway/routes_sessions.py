@@ -55,7 +55,7 @@ class Closed(BaseModel):
 
 def _out(context: GatewayContext, row: DebugSession, user: str, instance_ids: list[str]) -> SessionOut:
     if row.ended_at is not None:
-        state = "closed" if row.end_reason == "closed" else "expired"
+        state = {"closed": "closed", "access revoked": "revoked"}.get(row.end_reason or "", "expired")
     else:
         state = "open" if row.expires_at > time.time() else "expired"
     connected = sum(1 for i in instance_ids if context.connections.connected(i))
@@ -83,7 +83,9 @@ def open_session(body: SessionRequest, who: AnyUser, context: Gateway) -> Sessio
     ttl = seconds(body.ttl, sessions.DEFAULT_TTL, LONGEST_SESSION, "session ttl")
     grant = check_session(context, who, body.service, ttl)
     with context.audited() as db:
-        row = sessions.open_session(db, who, body.service, body.reason, ttl, max_ttl=grant.max_session)
+        row = sessions.open_session(
+            db, who, body.service, body.reason, ttl, max_ttl=grant.max_session, grant_id=grant.grant_id
+        )
         append(db, f"user:{who.name}", "session.open", session=row.id, service=row.service, reason=row.reason, ttl=ttl)
         ids = [i.id for i in instances.service_instances(db, row.service)]
     return _out(context, row, who.name, ids)

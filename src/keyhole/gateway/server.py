@@ -17,7 +17,7 @@ import uvicorn
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
-from keyhole.gateway import audit_log
+from keyhole.gateway import access_requests, audit_log
 from keyhole.gateway.access import apply_policy_file
 from keyhole.gateway.app import create_agent_app, create_user_app
 from keyhole.gateway.context import GatewayContext
@@ -128,6 +128,11 @@ def _expire(context: GatewayContext) -> Expired:
             audit_log.append(db, "gateway", "session.expire", session=session)
         for probe in sorted(expired.probes):
             audit_log.append(db, "gateway", "probe.expire", probe=probe)
+        for request in access_requests.expire_due(db, time.time()):
+            audit_log.append(db, "gateway", "access.expire", request=request.id, was=request.state)
+            for ended in access_requests.end_sessions_of(db, request.id, "access expired"):
+                expired.services.add(ended.service)
+                expired.sessions.add(ended.id)
     try:
         with context.audited() as db:
             audit_log.checkpoint(db, context.signing_key)

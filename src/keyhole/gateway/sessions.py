@@ -21,7 +21,14 @@ MAX_REASON = 500
 
 
 def open_session(
-    db: Session, who: Caller, service: str, reason: str, ttl: float, *, max_ttl: float = MAX_TTL
+    db: Session,
+    who: Caller,
+    service: str,
+    reason: str,
+    ttl: float,
+    *,
+    max_ttl: float = MAX_TTL,
+    grant_id: str | None = None,
 ) -> DebugSession:
     if not reason.strip():
         raise ApiError(400, "a session needs a reason: say why you are looking, e.g. --reason 'INC-42 refunds fail'")
@@ -35,6 +42,7 @@ def open_session(
         reason=reason.strip(),
         created_at=now,
         expires_at=now + ttl,
+        grant_id=grant_id,
     )
     db.add(row)
     return row
