@@ -31,8 +31,12 @@ roles:
     services: [payments]
     probes: [snapshot]
     approval: {from: [lead]}
+  deep:
+    services: [orders]
+    probes: [function]
+    approval: {from: [lead]}
 users:
-  alice: [oncall, gated]
+  alice: [oncall, gated, deep]
   bob: [lead]
   carol: [gated]
 """
@@ -153,7 +157,7 @@ def test_sighup_reloads_the_policy_and_a_broken_file_changes_nothing(
     assert code == 0
     keyhole("session", "close", config=users["alice"])
 
-    policy.write_text(POLICY.replace("  alice: [oncall, gated]\n", ""))
+    policy.write_text(POLICY.replace("  alice: [oncall, gated, deep]\n", ""))
     gateway.process.send_signal(signal.SIGHUP)
     deadline = time.monotonic() + 10
     code, out = 0, ""
@@ -212,8 +216,10 @@ def test_just_in_time_access_is_approved_by_another_and_its_revocation_ends_the_
     request_id = out.split()[2].rstrip(":")
 
     assert request_id in _access(bob, "list", "--pending")[1]  # bob holds an approver role
+    denied_before = len(_denials(gateway))
     code, out = _access(alice, "approve", request_id)
     assert code == 1 and "nobody approves or denies their own request" in out
+    assert [d["details"]["refused"] for d in _denials(gateway)[denied_before:]] == ["access.approve"]  # type: ignore[index]
     code, out = _access(carol, "approve", request_id)
     assert code == 1 and "needs one of the roles lead" in out
     code, out = _access(bob, "approve", request_id, "--reason", "on call tonight")
@@ -253,3 +259,22 @@ def test_just_in_time_access_is_approved_by_another_and_its_revocation_ends_the_
         ]
     for step in ("access.request", "access.approve", "access.revoke", "access.deny"):
         assert step in actions
+
+
+def test_a_session_keeps_the_grant_it_was_opened_under_not_one_that_comes_later(
+    served: tuple[RunningGateway, Path], users: dict[str, Path]
+) -> None:
+    alice, bob = users["alice"], users["bob"]
+    assert _open(alice, "orders")[0] == 0  # through oncall, which needs no approval
+    try:
+        code, out = _access(alice, "request", "--role", "deep", "--service", "orders", "--reason", "INC-6")
+        assert code == 0, out  # no --ttl: 30m, or the role's longest session (15m) if shorter
+        request_id = out.split()[2].rstrip(":")
+        assert _access(bob, "approve", request_id)[0] == 0
+        listed = [json.loads(x) for x in keyhole("access", "list", "--json", config=alice).stdout.splitlines()]
+        granted = next(x for x in listed if x["id"] == request_id)
+        assert granted["state"] == "approved" and 14 * 60 < granted["granted_until"] - time.time() <= 15 * 60
+        refused = keyhole("fn", "orders:handle", config=alice)  # this session was opened without the grant
+        assert refused.returncode == 1 and "do not grant function probes" in refused.stderr
+    finally:
+        keyhole("session", "close", config=alice)

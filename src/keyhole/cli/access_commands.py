@@ -31,7 +31,14 @@ def request(
     role: Annotated[str, typer.Option("--role", help="A role of yours that needs approval.", show_default=False)] = "",
     service: Annotated[str, typer.Option("--service", help="The service.", show_default=False)] = "",
     reason: Annotated[str, typer.Option("--reason", help="Why (recorded).", show_default=False)] = "",
-    ttl: Annotated[str, typer.Option("--ttl", help="How long the grant lasts once approved.")] = "30m",
+    ttl: Annotated[
+        str | None,
+        typer.Option(
+            "--ttl",
+            help="How long the grant lasts once approved (default 30m, or the role's longest).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Ask for ROLE on SERVICE; approvers see it in keyhole access list --pending."""
     from keyhole.cli.errors import CliError
@@ -39,8 +46,10 @@ def request(
 
     if not role or not service or not reason.strip():
         raise CliError("usage: keyhole access request --role ROLE --service NAME --reason TEXT [--ttl 30m]")
-    seconds = duration_option(ttl, "--ttl", minimum=60.0, maximum=24 * 3600.0)
-    made = api("POST", "/v1/access", {"role": role, "service": service, "reason": reason, "ttl": seconds}, ok=(201,))
+    body: dict[str, Any] = {"role": role, "service": service, "reason": reason}
+    if ttl is not None:
+        body["ttl"] = duration_option(ttl, "--ttl", minimum=60.0, maximum=24 * 3600.0)
+    made = api("POST", "/v1/access", body, ok=(201,))
     typer.echo(f"access request {made['id']}: {role} on {service}, waiting for approval")
 
 

@@ -16,12 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
-from keyhole.gateway.access_requests import active_grant
+from sqlalchemy.orm import Session
+
+from keyhole.gateway.access_requests import APPROVED, active_grant
 from keyhole.gateway.api_errors import ApiError
 from keyhole.gateway.audit_log import append
 from keyhole.gateway.context import GatewayContext
 from keyhole.gateway.errors import GatewayError
-from keyhole.gateway.policy import LONGEST_SESSION, Policy, PolicyError, parse_policy
+from keyhole.gateway.models import AccessRequest
+from keyhole.gateway.policy import LONGEST_SESSION, Policy, PolicyError, Role, parse_policy
 from keyhole.gateway.tokens import Caller
 from keyhole.protocol.durations import format_duration
 from keyhole.protocol.probe_spec import KINDS
@@ -52,55 +55,62 @@ def refuse(context: GatewayContext, who: Caller, action: str, reason: str) -> No
     raise ApiError(403, reason)
 
 
-def grant_for(context: GatewayContext, who: Caller, service: str) -> Grant:
-    """The grant of the caller's roles that reach `service`, or a recorded 403."""
-    policy = context.policy
-    if policy is None:
-        return OPEN
-    roles = [role for role in policy.roles_of(who.name) if role.covers(service)]
-    if not roles:
-        refuse(
-            context,
-            who,
-            "session.open",
-            f"no role of yours reaches service {service!r}; ask an admin for a role in the policy",
-        )
-    free = [role for role in roles if role.approval is None]
-    gated = [role for role in roles if role.approval is not None]
-    approved = None
-    if gated:
-        with context.transaction() as db:
-            approved = active_grant(db, who, [role.name for role in gated], service)
-    usable = free + [role for role in gated if approved is not None and role.name == approved.role]
-    if not usable:
-        return Grant(tuple(r.name for r in gated), frozenset(), 0.0, (), needs_approval=True)
-    longest = max(role.max_session for role in usable)
-    if approved is not None and approved.granted_until is not None:
-        granted = [role for role in usable if role.name == approved.role]
-        left = approved.granted_until - time.time()
-        longest = max([role.max_session for role in free] + [min(r.max_session, left) for r in granted])
+def _grant(free: list[Role], granted: Role | None, approved: AccessRequest | None) -> Grant:
+    usable = free + ([granted] if granted is not None else [])
+    longest = [role.max_session for role in free]
+    if granted is not None and approved is not None and approved.granted_until is not None:
+        longest.append(min(granted.max_session, approved.granted_until - time.time()))
     return Grant(
         roles=tuple(role.name for role in usable),
         probes=frozenset().union(*(role.probes for role in usable)),
-        max_session=min(LONGEST_SESSION, longest),
+        max_session=min(LONGEST_SESSION, max(longest)),
         reveal=tuple(sorted(set().union(*(role.reveal for role in usable)))),
         needs_approval=False,
-        grant_id=approved.id if approved is not None else None,
+        grant_id=approved.id if granted is not None and approved is not None else None,
+    )
+
+
+def _roles(context: GatewayContext, who: Caller, service: str, action: str) -> list[Role]:
+    assert context.policy is not None
+    roles = [role for role in context.policy.roles_of(who.name) if role.covers(service)]
+    if not roles:
+        refuse(
+            context, who, action, f"no role of yours reaches service {service!r}; ask an admin for a role in the policy"
+        )
+    return roles
+
+
+def _live(approved: AccessRequest | None) -> bool:
+    return (
+        approved is not None
+        and approved.state == APPROVED
+        and approved.granted_until is not None
+        and approved.granted_until > time.time()
     )
 
 
 def check_session(context: GatewayContext, who: Caller, service: str, ttl: float) -> Grant:
+    """The grant a new session on `service` would have (free roles, else an approved grant), or a
+    recorded 403."""
     if context.policy is None:
         return OPEN  # the session's own checks (ttl of at most 1h) are all there is
-    grant = grant_for(context, who, service)
-    if grant.needs_approval:
+    roles = _roles(context, who, service, "session.open")
+    free = [role for role in roles if role.approval is None]
+    gated = [role for role in roles if role.approval is not None]
+    approved = None
+    if gated and not free:  # a grant is only needed, and only tied to the session, when nothing else reaches
+        with context.transaction() as db:
+            approved = active_grant(db, who, [role.name for role in gated], service)
+    granted = next((role for role in gated if approved is not None and role.name == approved.role), None)
+    if not free and granted is None:
         refuse(
             context,
             who,
             "session.open",
-            f"your roles ({', '.join(grant.roles)}) need an approval for service {service!r}: "
-            f"keyhole access request --role {grant.roles[0]} --service {service} --reason TEXT",
+            f"your roles ({', '.join(r.name for r in gated)}) need an approval for service {service!r}: "
+            f"keyhole access request --role {gated[0].name} --service {service} --reason TEXT",
         )
+    grant = _grant(free, granted, approved)
     if ttl > grant.max_session:
         refuse(
             context,
@@ -112,12 +122,36 @@ def check_session(context: GatewayContext, who: Caller, service: str, ttl: float
     return grant
 
 
-def check_probe(context: GatewayContext, who: Caller, service: str, kind: str) -> Grant:
-    grant = grant_for(context, who, service)
+def session_grant(context: GatewayContext, who: Caller, service: str, grant_id: str | None) -> Grant:
+    """What an open session allows now: the free roles, plus the role of the grant it was opened
+    under while that grant lasts. Never another grant the user holds meanwhile."""
+    if context.policy is None:
+        return OPEN
+    roles = _roles(context, who, service, "probe.set")
+    free = [role for role in roles if role.approval is None]
+    approved = None
+    if grant_id is not None:
+        with context.transaction() as db:
+            approved = db.get(AccessRequest, grant_id)
+    granted = None
+    if _live(approved) and approved is not None:
+        granted = next((r for r in roles if r.name == approved.role and r.approval is not None), None)
+    if not free and granted is None:
+        refuse(context, who, "probe.set", f"the grant this session was opened under has ended on {service!r}")
+    return _grant(free, granted, approved)
+
+
+def check_probe(context: GatewayContext, who: Caller, service: str, grant_id: str | None, kind: str) -> Grant:
+    grant = session_grant(context, who, service, grant_id)
     if kind in KINDS and kind not in grant.probes:  # an unknown kind is the spec validator's to explain
         allowed = ", ".join(sorted(grant.probes)) or "none"
         refuse(context, who, "probe.set", f"your roles do not grant {kind} probes on {service!r} (granted: {allowed})")
     return grant
+
+
+def grant_still_live(db: Session, grant_id: str | None) -> bool:
+    """Inside the audited transaction that opens a session: its grant was not revoked meanwhile."""
+    return grant_id is None or _live(db.get(AccessRequest, grant_id))
 
 
 # --- loading the policy ---------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from keyhole.gateway.sessions import end_session
 from keyhole.gateway.tokens import Caller
 
 PENDING_FOR = 3600.0
+DEFAULT_GRANT = 30 * 60.0
 PENDING, APPROVED, DENIED, EXPIRED, REVOKED = "pending", "approved", "denied", "expired", "revoked"
 
 
@@ -36,8 +37,9 @@ def _policy(policy: Policy | None) -> Policy:
 
 
 def create(
-    db: Session, policy: Policy | None, who: Caller, *, role: str, service: str, reason: str, ttl: float
+    db: Session, policy: Policy | None, who: Caller, *, role: str, service: str, reason: str, ttl: float | None
 ) -> AccessRequest:
+    """A pending request; `ttl` None means 30 minutes, or the role's longest session if shorter."""
     rules = _policy(policy)
     held = rules.roles_of(who.name)
     wanted = next((r for r in held if r.name == role), None)
@@ -50,6 +52,8 @@ def create(
         raise ApiError(403, f"role {role!r} does not reach service {service!r}")
     if not reason.strip():
         raise ApiError(400, "an access request needs a reason: say why, e.g. --reason 'INC-42 refunds fail'")
+    if ttl is None:
+        ttl = min(DEFAULT_GRANT, wanted.max_session)
     if not 60 <= ttl <= wanted.max_session:
         raise ApiError(
             400, f"a grant of role {role!r} lasts from 1m to its longest session, {wanted.max_session / 60:.0f}m"
@@ -114,10 +118,23 @@ def approve(db: Session, policy: Policy | None, who: Caller, request_id: str, re
     now = time.time()
     db.add(AccessApproval(request_id=row.id, approver_id=who.user_id, at=now, reason=reason.strip()))
     db.flush()
-    count = len(list(db.scalars(select(AccessApproval.approver_id).where(AccessApproval.request_id == row.id))))
+    count = _qualified_approvals(db, rules, row)
     if count >= needed:
         row.state, row.decided_at, row.granted_until = APPROVED, now, now + row.ttl
     return Decision(row, count, needed)
+
+
+def _qualified_approvals(db: Session, rules: Policy, row: AccessRequest) -> int:
+    """Approvals by users who, under the policy in force, still hold a role that may approve."""
+    role = rules.roles.get(row.role)
+    if role is None or role.approval is None:
+        return 0
+    approvers = db.scalars(
+        select(User.name)
+        .join(AccessApproval, AccessApproval.approver_id == User.id)
+        .where(AccessApproval.request_id == row.id)
+    )
+    return sum(1 for name in approvers if {r.name for r in rules.roles_of(name)} & role.approval.roles)
 
 
 def deny(db: Session, policy: Policy | None, who: Caller, request_id: str) -> AccessRequest:
@@ -134,10 +151,9 @@ def revoke(
 ) -> tuple[AccessRequest, list[DebugSession]]:
     """The requester, an approver or an admin ends a grant (or withdraws a pending request); the
     sessions opened under it end too."""
-    rules = _policy(policy)
     row = _request(db, request_id)
     if row.user_id != who.user_id and who.role != "admin":
-        _may_decide(db, rules, who, row)
+        _may_decide(db, _policy(policy), who, row)
     if row.state not in (PENDING, APPROVED):
         raise ApiError(409, f"access request {row.id} is {row.state}: nothing to revoke")
     row.state, row.decided_at = REVOKED, time.time()
@@ -206,6 +222,6 @@ def listing(
         role = policy.roles.get(row.role) if policy is not None else None
         may_decide = role is not None and role.approval is not None and bool(mine & role.approval.roles)
         if row.user_id == who.user_id or may_decide or who.role == "admin":
-            count = len(list(db.scalars(select(AccessApproval.approver_id).where(AccessApproval.request_id == row.id))))
+            count = _qualified_approvals(db, policy, row) if policy is not None else 0
             out.append((row, names.get(row.user_id, "?"), count))
     return out

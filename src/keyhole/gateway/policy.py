@@ -129,7 +129,7 @@ def _approval(node: yaml.Node, role: str) -> tuple[list[str], int, yaml.Node]:
             roles = _strings(value, f"role {role}'s approval.from")
         elif key == "count":
             text = _scalar(value, f"role {role}'s approval.count")
-            if not text.isdigit() or not 1 <= int(text) <= 10:
+            if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= 10:
                 raise _fail(value, f"role {role}'s approval.count must be a whole number from 1 to 10")
             count = int(text)
         else:
@@ -187,6 +187,13 @@ def _role(name: str, name_node: yaml.Node, node: yaml.Node, pending: list[tuple[
 def parse_policy(text: str) -> Policy:
     """The policy in `text`, or PolicyError naming the first line that is wrong."""
     try:
+        return _parse(text)
+    except RecursionError:
+        raise PolicyError("the policy is nested too deeply to be a policy") from None
+
+
+def _parse(text: str) -> Policy:
+    try:
         document = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -214,7 +221,7 @@ def parse_policy(text: str) -> Policy:
                 held: list[str] = []
                 for key, field_node, item in _mapping(body, f"group {group}"):
                     if key == "members":
-                        members = _strings(item, f"group {group}'s members")
+                        members = [_name(item, m, "member") for m in _strings(item, f"group {group}'s members")]
                     elif key == "roles":
                         held = _strings(item, f"group {group}'s roles")
                     else:

@@ -3,20 +3,36 @@ Every step is recorded in the audit log; a revoked grant's sessions end and leav
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from keyhole.gateway import access_requests as requests
+from keyhole.gateway.access import refuse
 from keyhole.gateway.api_auth import AnyUser, Gateway
+from keyhole.gateway.api_errors import ApiError
 from keyhole.gateway.audit_log import append
+from keyhole.gateway.context import GatewayContext
 from keyhole.gateway.models import AccessRequest
 from keyhole.gateway.policy import LONGEST_SESSION
 from keyhole.gateway.routes_enroll import ServiceName, seconds
+from keyhole.gateway.tokens import Caller
 
 router = APIRouter(prefix="/v1/access", tags=["access"])
-DEFAULT_GRANT = 30 * 60.0
+
+
+@contextmanager
+def _refusals_recorded(context: GatewayContext, who: Caller, action: str) -> Iterator[None]:
+    """A 403 raised inside an audited transaction rolls its entry back: record it on its own."""
+    try:
+        yield
+    except ApiError as exc:
+        if exc.status == 403:
+            refuse(context, who, action, str(exc))
+        raise
 
 
 class AccessRequestIn(BaseModel):
@@ -60,12 +76,13 @@ def _out(row: AccessRequest, user: str, approvals: int) -> AccessOut:
 
 @router.post("", status_code=201)
 def request_access(body: AccessRequestIn, who: AnyUser, context: Gateway) -> AccessOut:
-    ttl = seconds(body.ttl, DEFAULT_GRANT, LONGEST_SESSION, "access ttl")
-    with context.audited() as db:
+    ttl = None if body.ttl is None else seconds(body.ttl, 0.0, LONGEST_SESSION, "access ttl")
+    with _refusals_recorded(context, who, "access.request"), context.audited() as db:
         row = requests.create(
             db, context.policy, who, role=body.role, service=body.service, reason=body.reason, ttl=ttl
         )
-        append(db, f"user:{who.name}", "access.request", request=row.id, role=row.role, service=row.service, ttl=ttl)
+        details = {"request": row.id, "role": row.role, "service": row.service, "ttl": row.ttl}
+        append(db, f"user:{who.name}", "access.request", **details)
     return _out(row, who.name, 0)
 
 
@@ -83,7 +100,7 @@ def list_access(
 
 @router.post("/{request_id}/approve")
 def approve_access(request_id: str, body: Decision, who: AnyUser, context: Gateway) -> AccessOut:
-    with context.audited() as db:
+    with _refusals_recorded(context, who, "access.approve"), context.audited() as db:
         decided = requests.approve(db, context.policy, who, request_id, body.reason)
         row = decided.request
         append(
@@ -102,7 +119,7 @@ def approve_access(request_id: str, body: Decision, who: AnyUser, context: Gatew
 
 @router.post("/{request_id}/deny")
 def deny_access(request_id: str, body: Decision, who: AnyUser, context: Gateway) -> AccessOut:
-    with context.audited() as db:
+    with _refusals_recorded(context, who, "access.deny"), context.audited() as db:
         row = requests.deny(db, context.policy, who, request_id)
         append(db, f"user:{who.name}", "access.deny", request=row.id, reason=body.reason)
         user = requests.requester(db, row)
@@ -112,7 +129,7 @@ def deny_access(request_id: str, body: Decision, who: AnyUser, context: Gateway)
 @router.post("/{request_id}/revoke")
 def revoke_access(request_id: str, who: AnyUser, context: Gateway) -> AccessOut:
     """End a grant (or withdraw a pending request): the sessions opened under it end now."""
-    with context.audited() as db:
+    with _refusals_recorded(context, who, "access.revoke"), context.audited() as db:
         row, ended = requests.revoke(db, context.policy, who, request_id)
         append(db, f"user:{who.name}", "access.revoke", request=row.id, sessions=[s.id for s in ended])
         user = requests.requester(db, row)

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from keyhole.gateway import instances, sessions
-from keyhole.gateway.access import check_probe
+from keyhole.gateway.access import check_probe, refuse
 from keyhole.gateway.api_auth import AnyUser, Gateway
 from keyhole.gateway.api_errors import ApiError
 from keyhole.gateway.audit_log import append
@@ -88,10 +88,16 @@ def set_probe(session_id: str, body: ProbeRequest, who: AnyUser, context: Gatewa
     fields = body.model_dump(exclude={"instance"}, exclude_none=True)
     if fields.get("reveal"):
         # Who may see which redacted classes is a role's grant (policy), not the asker's choice.
-        raise ApiError(403, "revealing redacted values needs a role that grants it; probes show redacted values")
+        refuse(
+            context,
+            who,
+            "probe.set",
+            "revealing redacted values needs a role that grants it; probes show redacted values",
+        )
     with context.transaction() as db:
-        service = sessions.live_session(db, who, session_id).service
-    grant = check_probe(context, who, service, fields["kind"])
+        live = sessions.live_session(db, who, session_id)
+        service, grant_id = live.service, live.grant_id
+    grant = check_probe(context, who, service, grant_id, fields["kind"])
     if grant.reveal:
         fields["reveal"] = list(grant.reveal)  # the viewer's roles decide; the agent redacts for them
     with context.audited() as db:

@@ -12,8 +12,9 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from keyhole.gateway import instances, sessions
-from keyhole.gateway.access import check_session
+from keyhole.gateway.access import check_session, grant_still_live
 from keyhole.gateway.api_auth import AnyUser, Gateway
+from keyhole.gateway.api_errors import ApiError
 from keyhole.gateway.audit_log import append
 from keyhole.gateway.context import GatewayContext
 from keyhole.gateway.models import DebugSession, ProbeRecord, ProbeStatus, User
@@ -83,6 +84,8 @@ def open_session(body: SessionRequest, who: AnyUser, context: Gateway) -> Sessio
     ttl = seconds(body.ttl, sessions.DEFAULT_TTL, LONGEST_SESSION, "session ttl")
     grant = check_session(context, who, body.service, ttl)
     with context.audited() as db:
+        if not grant_still_live(db, grant.grant_id):
+            raise ApiError(409, "the access grant this session needed was revoked or ended a moment ago")
         row = sessions.open_session(
             db, who, body.service, body.reason, ttl, max_ttl=grant.max_session, grant_id=grant.grant_id
         )

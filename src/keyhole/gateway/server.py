@@ -129,10 +129,11 @@ def _expire(context: GatewayContext) -> Expired:
         for probe in sorted(expired.probes):
             audit_log.append(db, "gateway", "probe.expire", probe=probe)
         for request in access_requests.expire_due(db, time.time()):
-            audit_log.append(db, "gateway", "access.expire", request=request.id, was=request.state)
-            for ended in access_requests.end_sessions_of(db, request.id, "access expired"):
-                expired.services.add(ended.service)
-                expired.sessions.add(ended.id)
+            ended = access_requests.end_sessions_of(db, request.id, "access expired")
+            sessions = [s.id for s in ended]
+            audit_log.append(db, "gateway", "access.expire", request=request.id, was=request.state, sessions=sessions)
+            expired.services.update(s.service for s in ended)
+            expired.sessions.update(sessions)
     try:
         with context.audited() as db:
             audit_log.checkpoint(db, context.signing_key)
