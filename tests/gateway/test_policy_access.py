@@ -87,10 +87,15 @@ def _denials(gateway: RunningGateway) -> list[dict[str, object]]:
     return [json.loads(body) for (body,) in rows]
 
 
+def _cli(config: Path, *args: str) -> tuple[int, str]:
+    """A keyhole command's exit code and its output, which is never a traceback."""
+    result = keyhole(*args, config=config)
+    assert "Traceback" not in result.stderr
+    return result.returncode, (result.stdout + result.stderr).strip()
+
+
 def _open(config: Path, service: str, ttl: str = "15m") -> tuple[int, str]:
-    opened = keyhole("session", "open", "--service", service, "--reason", "INC-9 policy", "--ttl", ttl, config=config)
-    assert "Traceback" not in opened.stderr
-    return opened.returncode, (opened.stdout + opened.stderr).strip()
+    return _cli(config, "session", "open", "--service", service, "--reason", "INC-9 policy", "--ttl", ttl)
 
 
 def test_a_role_reaches_only_its_services_for_only_its_time(
@@ -195,9 +200,7 @@ def test_a_policy_that_does_not_validate_stops_the_gateway_from_starting(tmp_pat
 
 
 def _access(config: Path, *args: str) -> tuple[int, str]:
-    result = keyhole("access", *args, config=config)
-    assert "Traceback" not in result.stderr
-    return result.returncode, (result.stdout + result.stderr).strip()
+    return _cli(config, "access", *args)
 
 
 def test_just_in_time_access_is_approved_by_another_and_its_revocation_ends_the_session(

@@ -121,6 +121,14 @@ def _name(key: yaml.Node, name: str, what: str) -> str:
     return name
 
 
+def _one_of(node: yaml.Node, what: str, allowed: tuple[str, ...], noun: tuple[str, str]) -> frozenset[str]:
+    names = _strings(node, what)
+    unknown = [n for n in names if n not in allowed]
+    if unknown:
+        raise _fail(node, f"{what}: unknown {noun[0]} {unknown[0]!r} ({noun[1]}: {', '.join(allowed)})")
+    return frozenset(names)
+
+
 def _approval(node: yaml.Node, role: str) -> tuple[list[str], int, yaml.Node]:
     roles: list[str] = []
     count = 1
@@ -149,11 +157,7 @@ def _role(name: str, name_node: yaml.Node, node: yaml.Node, pending: list[tuple[
         elif key == "labels":
             raise _fail(key_node, f"{what}: limiting a role by agent labels is not enforced yet; remove it for now")
         elif key == "probes":
-            kinds = _strings(value, what)
-            unknown = [k for k in kinds if k not in KINDS]
-            if unknown:
-                raise _fail(value, f"{what}: unknown probe kind {unknown[0]!r} (kinds: {', '.join(KINDS)})")
-            fields["probes"] = frozenset(kinds)
+            fields["probes"] = _one_of(value, what, KINDS, ("probe kind", "kinds"))
         elif key == "max_session":
             try:
                 seconds = parse_duration(_scalar(value, what), what)
@@ -172,11 +176,7 @@ def _role(name: str, name_node: yaml.Node, node: yaml.Node, pending: list[tuple[
             pending.append((f"role {name}'s approval.from", roles, where))
             fields["approval"] = Approval(frozenset(roles), count)
         elif key == "admin":
-            abilities = _strings(value, what)
-            unknown = [a for a in abilities if a not in ADMIN_ABILITIES]
-            if unknown:
-                raise _fail(value, f"{what}: unknown ability {unknown[0]!r} (abilities: {', '.join(ADMIN_ABILITIES)})")
-            fields["admin"] = frozenset(abilities)
+            fields["admin"] = _one_of(value, what, ADMIN_ABILITIES, ("ability", "abilities"))
         else:
             raise _fail(key_node, f"unknown field {key!r} in role {name} (fields: {', '.join(_ROLE_FIELDS)})")
     if services is None:
