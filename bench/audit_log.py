@@ -49,7 +49,6 @@ sys.path.insert(0, str(HERE))
 from gateway_common import KEYHOLE, Gateway, percentile, running_gateway  # noqa: E402
 
 GOAL_VERIFY_S = 10.0
-SERVICE = "ingest"
 
 
 def _details(n: int) -> dict[str, Any]:
@@ -118,23 +117,9 @@ def _ingest_load(gateway: Gateway, stop: threading.Event) -> dict[str, float]:
     import gateway_ingest
 
     samples = gateway_ingest.make_events()
-    session = gateway.open_session(SERVICE)
-    specs = {
-        "snapshot": {"kind": "snapshot", "file": "shop/orders.py", "line": 42},
-        "log": {"kind": "log", "file": "shop/orders.py", "line": 41, "template": "order {order_id}"},
-    }
-    probes = {kind: gateway.set_probe(session, spec)["id"] for kind, spec in specs.items()}
+    probes = gateway_ingest.set_probes(gateway)
     uploaders = gateway_ingest.enroll_uploaders(gateway, 2)
-    events = gateway_ingest.batch(samples, probes, 0.5)
-    bodies = [json.dumps({"instance": u.instance, "events": events}).encode() for u in uploaders]
-    start = threading.Barrier(len(uploaders) + 1)
-    stop_at = [float("inf")]
-    threads = [
-        threading.Thread(target=u.run, args=(body, start, stop_at), daemon=True)
-        for u, body in zip(uploaders, bodies, strict=True)
-    ]
-    for thread in threads:
-        thread.start()
+    threads, start, stop_at = gateway_ingest.start_uploads(uploaders, gateway_ingest.batch(samples, probes, 0.5))
     started = time.monotonic()
     start.wait()
     stop.wait()

@@ -191,12 +191,22 @@ def event_rows(gateway: Gateway) -> int:
     return count
 
 
-def phase(
-    gateway: Gateway, uploaders: list[Uploader], events: list[Any], seconds: float, profile: bool
-) -> dict[str, Any]:
+def set_probes(gateway: Gateway) -> dict[str, str]:
+    """A session with a snapshot probe and a logpoint: the probe ids, by kind, the events will name."""
+    session = gateway.open_session(SERVICE)
+    specs = {
+        "snapshot": {"kind": "snapshot", "file": "shop/orders.py", "line": 42},
+        "log": {"kind": "log", "file": "shop/orders.py", "line": 41, "template": "order {order_id}"},
+    }
+    return {kind: gateway.set_probe(session, spec)["id"] for kind, spec in specs.items()}
+
+
+def start_uploads(
+    uploaders: list[Uploader], events: list[Any]
+) -> tuple[list[threading.Thread], threading.Barrier, list[float]]:
+    """One thread per uploader, each encoding the batch once, held at the barrier until the caller
+    waits on it too; they stop at stop_at[0] (monotonic), which starts at infinity."""
     bodies = [json.dumps({"instance": u.instance, "events": events}, separators=(",", ":")).encode() for u in uploaders]
-    rows_before = event_rows(gateway)
-    cpu_before = gateway.cpu_seconds()
     start = threading.Barrier(len(uploaders) + 1)
     stop_at = [float("inf")]
     threads = [
@@ -205,6 +215,16 @@ def phase(
     ]
     for thread in threads:
         thread.start()
+    return threads, start, stop_at
+
+
+def phase(
+    gateway: Gateway, uploaders: list[Uploader], events: list[Any], seconds: float, profile: bool
+) -> dict[str, Any]:
+    batch_bytes = len(json.dumps({"instance": uploaders[0].instance, "events": events}, separators=(",", ":")))
+    rows_before = event_rows(gateway)
+    cpu_before = gateway.cpu_seconds()
+    threads, start, stop_at = start_uploads(uploaders, events)
     if profile:
         gateway.profile_window(True)
     started = time.monotonic()
@@ -223,7 +243,7 @@ def phase(
         "rows": event_rows(gateway) - rows_before,
         "requests": sum(u.requests for u in uploaders),
         "seconds": round(elapsed, 2),
-        "batch_kb": round(len(bodies[0]) / 1024),
+        "batch_kb": round(batch_bytes / 1024),
         "batch_ms_p50": round(percentile(latencies, 50), 1),
         "batch_ms_p99": round(percentile(latencies, 99), 1),
         "gateway_cpu_ms_per_1000": round(cpu / max(stored, 1) * 1e6, 1),
@@ -243,12 +263,7 @@ def main() -> int:
     sizes = {kind: sum(len(json.dumps(e)) for e in found) / len(found) for kind, found in samples.items()}
     results = {}
     with running_gateway(profile=args.profile) as gateway:
-        session = gateway.open_session(SERVICE)
-        specs = {
-            "snapshot": {"kind": "snapshot", "file": "shop/orders.py", "line": 42},
-            "log": {"kind": "log", "file": "shop/orders.py", "line": 41, "template": "order {order_id}"},
-        }
-        probes = {kind: gateway.set_probe(session, spec)["id"] for kind, spec in specs.items()}
+        probes = set_probes(gateway)
         uploaders = enroll_uploaders(gateway, args.uploaders)
         for number, (label, share) in enumerate(PHASES):
             profiled = args.profile and number == 0  # the profile covers the first phase only

@@ -25,6 +25,7 @@ from keyhole.gateway.context import GatewayContext
 from keyhole.gateway.errors import GatewayError
 from keyhole.gateway.models import AccessRequest
 from keyhole.gateway.policy import LONGEST_SESSION, Policy, PolicyError, Role, parse_policy
+from keyhole.gateway.sessions import MAX_TTL
 from keyhole.gateway.tokens import Caller
 from keyhole.protocol.durations import format_duration
 from keyhole.protocol.probe_spec import KINDS
@@ -36,15 +37,13 @@ _log = logging.getLogger("keyhole.gateway")
 class Grant:
     """What a user may do in a session on one service."""
 
-    roles: tuple[str, ...]
     probes: frozenset[str]
     max_session: float
     reveal: tuple[str, ...]
-    needs_approval: bool
     grant_id: str | None = None  # the approved access request a session under this grant depends on
 
 
-OPEN = Grant(roles=(), probes=frozenset(KINDS), max_session=3600.0, reveal=(), needs_approval=False)
+OPEN = Grant(probes=frozenset(KINDS), max_session=MAX_TTL, reveal=())
 
 
 def refuse(context: GatewayContext, who: Caller, action: str, reason: str) -> NoReturn:
@@ -61,11 +60,9 @@ def _grant(free: list[Role], granted: Role | None, approved: AccessRequest | Non
     if granted is not None and approved is not None and approved.granted_until is not None:
         longest.append(min(granted.max_session, approved.granted_until - time.time()))
     return Grant(
-        roles=tuple(role.name for role in usable),
         probes=frozenset().union(*(role.probes for role in usable)),
         max_session=min(LONGEST_SESSION, max(longest)),
         reveal=tuple(sorted(set().union(*(role.reveal for role in usable)))),
-        needs_approval=False,
         grant_id=approved.id if granted is not None and approved is not None else None,
     )
 
