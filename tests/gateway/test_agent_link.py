@@ -169,11 +169,12 @@ def test_one_user_cannot_see_or_close_another_users_session(
     listed = keyhole("session", "list", config=bob)
     assert session not in listed.stdout
     closing = keyhole("session", "close", session, config=bob)
-    assert closing.returncode == 1 and "no session" in closing.stderr
+    assert closing.returncode == 1 and "another user's" in closing.stderr
     token = json.loads((bob / "credentials.json").read_text())["access_token"]
     with gateway.client() as client:
         for path in (f"/v1/sessions/{session}", f"/v1/sessions/{session}/events", f"/v1/sessions/{session}/probes"):
-            assert client.get(path, headers={"Authorization": f"Bearer {token}"}).status_code == 404
+            answer = client.get(path, headers={"Authorization": f"Bearer {token}"})
+            assert answer.status_code == 403 and "another user's" in answer.json()["error"]
     assert session in keyhole("session", "list", config=alice).stdout
     assert keyhole("session", "close", config=alice).returncode == 0
 

@@ -27,6 +27,7 @@ roles:
     probes: [snapshot, log, metric, function, exception, stacks]
     max_session: 2h
     reveal: [pii]
+    observe: [orders]
   gated:
     services: [payments]
     probes: [snapshot]
@@ -35,7 +36,10 @@ roles:
     services: [orders]
     probes: [function]
     approval: {from: [lead]}
+  admins:
+    admin: [users, enrollment, policy, audit]
 users:
+  admin: [admins]
   alice: [oncall, gated, deep]
   bob: [lead]
   carol: [gated]
@@ -222,7 +226,8 @@ def test_just_in_time_access_is_approved_by_another_and_its_revocation_ends_the_
     denied_before = len(_denials(gateway))
     code, out = _access(alice, "approve", request_id)
     assert code == 1 and "nobody approves or denies their own request" in out
-    assert [d["details"]["refused"] for d in _denials(gateway)[denied_before:]] == ["access.approve"]  # type: ignore[index]
+    refused = [d["details"]["refused"] for d in _denials(gateway)[denied_before:]]  # type: ignore[index]
+    assert refused == ["POST /v1/access/{request_id}/approve"]
     code, out = _access(carol, "approve", request_id)
     assert code == 1 and "needs one of the roles lead" in out
     code, out = _access(bob, "approve", request_id, "--reason", "on call tonight")
@@ -281,3 +286,100 @@ def test_a_session_keeps_the_grant_it_was_opened_under_not_one_that_comes_later(
         assert refused.returncode == 1 and "do not grant function probes" in refused.stderr
     finally:
         keyhole("session", "close", config=alice)
+
+
+def _session_state(config: Path, session: str) -> str:
+    listed = keyhole("session", "list", config=config).stdout
+    return next(line for line in listed.splitlines() if session in line).split()[4]
+
+
+def test_an_observer_watches_and_ends_others_sessions_on_the_services_it_observes(
+    served: tuple[RunningGateway, Path], users: dict[str, Path]
+) -> None:
+    gateway, _ = served
+    alice, bob, carol = users["alice"], users["bob"], users["carol"]
+    code, out = _open(alice, "orders")
+    assert code == 0, out
+    session = out.split()[1]
+    try:
+        assert session in keyhole("session", "list", "--all", config=bob).stdout  # lead observes orders
+        assert session not in keyhole("session", "list", "--all", config=carol).stdout
+        before = len(_denials(gateway))
+        with gateway.client() as client:
+            for name, config, status in (("bob", bob, 200), ("carol", carol, 403)):
+                token = json.loads((config / "credentials.json").read_text())["access_token"]
+                answer = client.get(f"/v1/sessions/{session}/events", headers={"Authorization": f"Bearer {token}"})
+                assert answer.status_code == status, (name, answer.text)
+        denied = _denials(gateway)[before:]
+        assert [(d["actor"], d["details"]["route"]) for d in denied] == [  # type: ignore[index]
+            ("user:carol", "GET /v1/sessions/{session_id}/events")
+        ]
+        assert _cli(carol, "session", "close", session)[0] == 1
+        code, out = _cli(bob, "session", "close", session)
+        assert code == 0, out
+        assert _session_state(alice, session) == "closed"
+    finally:
+        keyhole("session", "close", config=alice)
+
+
+def _entries(gateway: RunningGateway, action: str) -> list[dict[str, object]]:
+    with sqlite3.connect(f"file:{gateway.data / 'keyhole.db'}?mode=ro", uri=True) as db:
+        rows = db.execute("SELECT body FROM audit_entries WHERE action = ? ORDER BY seq", (action,)).fetchall()
+    return [json.loads(body) for (body,) in rows]
+
+
+def test_policy_apply_is_for_policy_admins_refused_whole_and_withdraws_what_it_no_longer_allows(
+    served: tuple[RunningGateway, Path], users: dict[str, Path], service: Service, tmp_path: Path
+) -> None:
+    gateway, policy_file = served
+    admin, alice, bob = users["admin"], users["alice"], users["bob"]
+    applied_before = len(_entries(gateway, "policy.apply"))
+    candidate = tmp_path / "new.yaml"
+
+    candidate.write_text(POLICY.replace("  alice: [oncall, gated, deep]\n", ""))
+    code, out = _cli(bob, "policy", "apply", str(candidate))
+    assert code == 1 and "'policy' admin ability" in out and "\n" not in out
+    candidate.write_text(POLICY.replace("    max_session: 30m\n", "    max_session: 30 minutes\n"))
+    code, out = _cli(admin, "policy", "apply", str(candidate))
+    assert code == 1 and "line 5: role oncall's max_session" in out and "nothing changed" in out
+    candidate.write_text(POLICY.replace("  admin: [admins]\n", ""))
+    code, out = _cli(admin, "policy", "apply", str(candidate))
+    assert code == 1 and "nobody could change it again" in out
+    code, out = _cli(admin, "policy", "apply", str(tmp_path / "missing.yaml"))
+    assert code == 2 and "cannot read" in out
+    assert len(_entries(gateway, "policy.apply")) == applied_before
+    assert policy_file.read_text() == POLICY
+    assert _cli(admin, "policy", "show")[1] == POLICY.rstrip("\n")
+
+    code, out = _open(alice, "orders")
+    assert code == 0, out
+    session = out.split()[1]
+    assert keyhole("snap", f"orders.py:{probe_line()}", config=alice).returncode == 0
+    try:
+        without_alice = POLICY.replace("  alice: [oncall, gated, deep]\n", "")
+        candidate.write_text(without_alice)
+        code, out = _cli(admin, "policy", "apply", str(candidate))
+        assert code == 0 and "sessions ended (no longer allowed): " + session in out, out
+        assert _session_state(alice, session) == "revoked"
+        assert policy_file.read_text() == without_alice  # kept for SIGHUP and restarts
+        recorded = _entries(gateway, "policy.apply")[-1]
+        assert recorded["actor"] == "user:admin"
+        assert recorded["details"]["sessions_ended"] == [session]  # type: ignore[index]
+        code, out = _open(alice, "orders")
+        assert code == 1 and "no role of yours" in out
+    finally:
+        candidate.write_text(POLICY)
+        assert _cli(admin, "policy", "apply", str(candidate))[0] == 0
+    assert _open(alice, "orders")[0] == 0
+    keyhole("session", "close", config=alice)
+
+
+def test_the_agents_list_shows_only_the_services_a_users_roles_reach(users: dict[str, Path], service: Service) -> None:
+    def services(name: str) -> set[str]:
+        listed = keyhole("agents", "--json", config=users[name])
+        assert listed.returncode == 0, listed.stderr
+        return {json.loads(line)["service"] for line in listed.stdout.splitlines()}
+
+    assert "orders" in services("alice")  # oncall reaches orders
+    assert "orders" in services("admin")  # the enrollment ability sees every agent
+    assert "orders" not in services("carol")  # gated reaches payments only

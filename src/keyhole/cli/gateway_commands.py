@@ -68,7 +68,11 @@ def serve(
     ] = "12h",
     policy: Annotated[
         Path | None,
-        typer.Option("--policy", help="A policy file (YAML): deny by default; reloaded on SIGHUP.", show_default=False),
+        typer.Option(
+            "--policy",
+            help="A policy file (YAML): deny by default; reloaded on SIGHUP. Default: DATA/policy.yaml if it exists.",
+            show_default=False,
+        ),
     ] = None,
 ) -> None:
     """Serve the user API and the agent endpoint until SIGTERM or Ctrl-C."""
@@ -86,9 +90,11 @@ def serve(
         agent_address = Listen.parse(agent_listen, "--agent-listen")
         cert_ttl = duration_option(agent_cert_ttl, "--agent-cert-ttl", minimum=10.0, maximum=7 * 86400.0)
         context = GatewayContext.open(StatePaths(data))
-        if policy is not None:
-            from keyhole.gateway.access import apply_policy_file
+        from keyhole.gateway.policy_changes import apply_policy_file, default_policy_path
 
+        if policy is None and default_policy_path(context).is_file():
+            policy = default_policy_path(context)  # the one `keyhole policy apply` wrote
+        if policy is not None:
             try:
                 apply_policy_file(context, policy, "gateway")
             except BaseException:

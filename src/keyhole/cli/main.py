@@ -113,6 +113,7 @@ from keyhole.cli.agent_commands import agent_app, agents  # noqa: E402
 from keyhole.cli.audit_commands import audit_app  # noqa: E402
 from keyhole.cli.demo import demo  # noqa: E402
 from keyhole.cli.gateway_commands import gateway_app  # noqa: E402
+from keyhole.cli.policy_commands import policy_app  # noqa: E402
 from keyhole.cli.session_commands import session_app  # noqa: E402
 
 app.add_typer(gateway_app, name="gateway")
@@ -121,6 +122,7 @@ app.add_typer(agent_app, name="agent")
 app.add_typer(session_app, name="session")
 app.add_typer(audit_app, name="audit")
 app.add_typer(access_app, name="access")
+app.add_typer(policy_app, name="policy")
 app.command("login")(login)
 app.command("logout")(logout)
 app.command("agents")(agents)

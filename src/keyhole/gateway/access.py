@@ -9,28 +9,21 @@ than their longest session.
 
 from __future__ import annotations
 
-import hashlib
-import logging
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import NoReturn
 
 from sqlalchemy.orm import Session
 
 from keyhole.gateway.access_requests import APPROVED, active_grant
-from keyhole.gateway.api_errors import ApiError
-from keyhole.gateway.audit_log import append
+from keyhole.gateway.api_errors import Forbidden
 from keyhole.gateway.context import GatewayContext
-from keyhole.gateway.errors import GatewayError
 from keyhole.gateway.models import AccessRequest
-from keyhole.gateway.policy import LONGEST_SESSION, Policy, PolicyError, Role, parse_policy
-from keyhole.gateway.sessions import MAX_TTL
+from keyhole.gateway.policy import ADMIN_ABILITIES, LONGEST_SESSION, Policy, Role
+from keyhole.gateway.sessions import MAX_TTL, Observer
 from keyhole.gateway.tokens import Caller
 from keyhole.protocol.durations import format_duration
 from keyhole.protocol.probe_spec import KINDS
-
-_log = logging.getLogger("keyhole.gateway")
 
 
 @dataclass(frozen=True)
@@ -47,11 +40,36 @@ OPEN = Grant(probes=frozenset(KINDS), max_session=MAX_TTL, reveal=())
 
 
 def refuse(context: GatewayContext, who: Caller, action: str, reason: str) -> NoReturn:
-    """A 403 with its reason, recorded first in a transaction of its own (the refused action's own
-    transaction, if any, rolls back)."""
-    with context.audited() as db:
-        append(db, f"user:{who.name}", "access.denied", refused=action, reason=reason)
-    raise ApiError(403, reason)
+    """A 403 with its reason; it is recorded before it is answered (`refusals`)."""
+    raise Forbidden(reason, action)
+
+
+def abilities(context: GatewayContext, who: Caller) -> frozenset[str]:
+    """The admin abilities the caller holds: from the policy's roles, or without a policy all of them
+    for the users `gateway init` and `user add --role admin` made admins."""
+    if context.policy is None:
+        return frozenset(ADMIN_ABILITIES) if who.role == "admin" else frozenset()
+    return context.policy.abilities_of(who.name)
+
+
+def require(context: GatewayContext, who: Caller, ability: str) -> None:
+    if ability in abilities(context, who):
+        return
+    if context.policy is None:
+        raise Forbidden(f"user {who.name!r} is not an admin; ask an admin to do this")
+    raise Forbidden(
+        f"no role of yours has the {ability!r} admin ability; an admin can grant it in the policy "
+        f"(a role with admin: [{ability}])"
+    )
+
+
+def observer(context: GatewayContext, who: Caller) -> Observer:
+    """Whether the caller may watch (and end) other users' sessions on a service: the policy's
+    `observe:`, or without a policy, the admins."""
+    policy = context.policy
+    if policy is None:
+        return lambda _: who.role == "admin"
+    return lambda service: policy.observes(who.name, service)
 
 
 def _grant(free: list[Role], granted: Role | None, approved: AccessRequest | None) -> Grant:
@@ -119,23 +137,33 @@ def check_session(context: GatewayContext, who: Caller, service: str, ttl: float
     return grant
 
 
-def session_grant(context: GatewayContext, who: Caller, service: str, grant_id: str | None) -> Grant:
-    """What an open session allows now: the free roles, plus the role of the grant it was opened
-    under while that grant lasts. Never another grant the user holds meanwhile."""
-    if context.policy is None:
-        return OPEN
-    roles = _roles(context, who, service, "probe.set")
+def grant_under(policy: Policy, user: str, service: str, approved: AccessRequest | None) -> Grant | None:
+    """What a session of `user` on `service` allows under `policy`: the free roles, plus the role of
+    the grant it was opened under while that grant lasts (never another grant the user holds
+    meanwhile); None when nothing is left."""
+    roles = [role for role in policy.roles_of(user) if role.covers(service)]
     free = [role for role in roles if role.approval is None]
-    approved = None
-    if grant_id is not None:
-        with context.transaction() as db:
-            approved = db.get(AccessRequest, grant_id)
     granted = None
     if _live(approved) and approved is not None:
         granted = next((r for r in roles if r.name == approved.role and r.approval is not None), None)
     if not free and granted is None:
-        refuse(context, who, "probe.set", f"the grant this session was opened under has ended on {service!r}")
+        return None
     return _grant(free, granted, approved)
+
+
+def session_grant(context: GatewayContext, who: Caller, service: str, grant_id: str | None) -> Grant:
+    """What an open session allows now, or a recorded 403."""
+    if context.policy is None:
+        return OPEN
+    _roles(context, who, service, "probe.set")
+    approved = None
+    if grant_id is not None:
+        with context.transaction() as db:
+            approved = db.get(AccessRequest, grant_id)
+    grant = grant_under(context.policy, who.name, service, approved)
+    if grant is None:
+        refuse(context, who, "probe.set", f"the grant this session was opened under has ended on {service!r}")
+    return grant
 
 
 def check_probe(context: GatewayContext, who: Caller, service: str, grant_id: str | None, kind: str) -> Grant:
@@ -149,30 +177,3 @@ def check_probe(context: GatewayContext, who: Caller, service: str, grant_id: st
 def grant_still_live(db: Session, grant_id: str | None) -> bool:
     """Inside the audited transaction that opens a session: its grant was not revoked meanwhile."""
     return grant_id is None or _live(db.get(AccessRequest, grant_id))
-
-
-# --- loading the policy ---------------------------------------------------------------------------------
-
-
-def load_policy_file(path: Path) -> tuple[Policy, str]:
-    """The policy in the file and the SHA-256 of its text, or GatewayError naming the file, the line
-    and the reason."""
-    try:
-        text = path.read_text("utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = getattr(exc, "strerror", None) or str(exc)
-        raise GatewayError(f"cannot read the policy {path}: {reason}") from None
-    try:
-        policy = parse_policy(text)
-    except PolicyError as exc:
-        raise GatewayError(f"the policy {path} is refused, {exc}") from None
-    return policy, hashlib.sha256(text.encode()).hexdigest()
-
-
-def apply_policy_file(context: GatewayContext, path: Path, by: str) -> None:
-    """Load, record and put in force; on any error the policy in force stays and the error is raised."""
-    policy, digest = load_policy_file(path)
-    with context.audited() as db:
-        append(db, by, "policy.apply", file=str(path), sha256=digest, roles=sorted(policy.roles))
-    context.policy = policy
-    _log.info("policy %s in force (%d roles, sha256 %s)", path, len(policy.roles), digest[:12])

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from keyhole.gateway.api_errors import ApiError
+from keyhole.gateway.api_errors import ApiError, Forbidden
 from keyhole.gateway.models import AccessApproval, AccessRequest, DebugSession, User
 from keyhole.gateway.policy import Policy
-from keyhole.gateway.sessions import end_session
+from keyhole.gateway.sessions import ACCESS_REVOKED, end_session
 from keyhole.gateway.tokens import Caller
 
 PENDING_FOR = 3600.0
@@ -45,11 +45,11 @@ def create(
     wanted = next((r for r in held if r.name == role), None)
     if wanted is None:
         names = ", ".join(r.name for r in held) or "none"
-        raise ApiError(403, f"you do not hold role {role!r} (yours: {names}); ask an admin for it in the policy")
+        raise Forbidden(f"you do not hold role {role!r} (yours: {names}); ask an admin for it in the policy")
     if wanted.approval is None:
         raise ApiError(409, f"role {role!r} needs no approval: open a session directly")
     if not wanted.covers(service):
-        raise ApiError(403, f"role {role!r} does not reach service {service!r}")
+        raise Forbidden(f"role {role!r} does not reach service {service!r}")
     if not reason.strip():
         raise ApiError(400, "an access request needs a reason: say why, e.g. --reason 'INC-42 refunds fail'")
     if ttl is None:
@@ -93,11 +93,11 @@ def _may_decide(db: Session, rules: Policy, who: Caller, row: AccessRequest) -> 
     if role is None or role.approval is None:
         raise ApiError(409, f"role {row.role!r} no longer needs approval (or no longer exists) in the policy")
     if row.user_id == who.user_id:
-        raise ApiError(403, "nobody approves or denies their own request")
+        raise Forbidden("nobody approves or denies their own request")
     mine = {r.name for r in rules.roles_of(who.name)}
     if not mine & role.approval.roles:
         needed = ", ".join(sorted(role.approval.roles))
-        raise ApiError(403, f"approving role {row.role!r} needs one of the roles {needed}; you hold none of them")
+        raise Forbidden(f"approving role {row.role!r} needs one of the roles {needed}; you hold none of them")
     return role.approval.count
 
 
@@ -147,17 +147,17 @@ def deny(db: Session, policy: Policy | None, who: Caller, request_id: str) -> Ac
 
 
 def revoke(
-    db: Session, policy: Policy | None, who: Caller, request_id: str
+    db: Session, policy: Policy | None, who: Caller, request_id: str, *, overseer: bool
 ) -> tuple[AccessRequest, list[DebugSession]]:
-    """The requester, an approver or an admin ends a grant (or withdraws a pending request); the
-    sessions opened under it end too."""
+    """The requester, an approver or an overseer (the policy ability) ends a grant (or withdraws a
+    pending request); the sessions opened under it end too."""
     row = _request(db, request_id)
-    if row.user_id != who.user_id and who.role != "admin":
+    if row.user_id != who.user_id and not overseer:
         _may_decide(db, _policy(policy), who, row)
     if row.state not in (PENDING, APPROVED):
         raise ApiError(409, f"access request {row.id} is {row.state}: nothing to revoke")
     row.state, row.decided_at = REVOKED, time.time()
-    return row, end_sessions_of(db, row.id, "access revoked")
+    return row, end_sessions_of(db, row.id, ACCESS_REVOKED)
 
 
 def end_sessions_of(db: Session, grant_id: str, reason: str) -> list[DebugSession]:
@@ -208,10 +208,10 @@ def expire_due(db: Session, now: float) -> list[AccessRequest]:
 
 
 def listing(
-    db: Session, policy: Policy | None, who: Caller, *, pending_only: bool
+    db: Session, policy: Policy | None, who: Caller, *, pending_only: bool, sees_all: bool
 ) -> list[tuple[AccessRequest, str, int]]:
     """Requests the caller may see, with the requester's name and approval count: their own, those
-    they may decide, and all of them for admins."""
+    they may decide, and all of them for readers of the audit log (`sees_all`)."""
     query = select(AccessRequest).order_by(AccessRequest.created_at.desc()).limit(500)
     if pending_only:
         query = query.where(AccessRequest.state == PENDING, AccessRequest.expires_at > time.time())
@@ -221,7 +221,7 @@ def listing(
     for row in db.scalars(query):
         role = policy.roles.get(row.role) if policy is not None else None
         may_decide = role is not None and role.approval is not None and bool(mine & role.approval.roles)
-        if row.user_id == who.user_id or may_decide or who.role == "admin":
+        if row.user_id == who.user_id or may_decide or sees_all:
             count = _qualified_approvals(db, policy, row) if policy is not None else 0
             out.append((row, names.get(row.user_id, "?"), count))
     return out

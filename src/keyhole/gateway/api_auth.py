@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from keyhole.gateway.api_errors import ApiError
+from keyhole.gateway.access import require
 from keyhole.gateway.context import GatewayContext
 from keyhole.gateway.errors import AuthError
+from keyhole.gateway.refusals import remember_caller
 from keyhole.gateway.tokens import Caller, authenticate
 
 _bearer = HTTPBearer(auto_error=False, description="An access token from POST /v1/auth/login.")
@@ -34,15 +36,23 @@ def caller(
         raise AuthError("missing bearer token; log in first: keyhole login")
     context = _context(request)
     with context.transaction() as db:
-        return authenticate(db, context.token_key, credentials.credentials)
-
-
-def admin(who: Annotated[Caller, Depends(caller)]) -> Caller:
-    if who.role != "admin":
-        raise ApiError(403, f"user {who.name!r} is not an admin; ask an admin to do this")
+        who = authenticate(db, context.token_key, credentials.credentials)
+    remember_caller(request, who)
     return who
+
+
+def _holding(ability: str) -> Callable[[Request, Caller], Caller]:
+    def check(request: Request, who: Annotated[Caller, Depends(caller)]) -> Caller:
+        require(_context(request), who, ability)
+        return who
+
+    return check
 
 
 Gateway = Annotated[GatewayContext, Depends(gateway)]
 AnyUser = Annotated[Caller, Depends(caller)]
-Admin = Annotated[Caller, Depends(admin)]
+# Callers holding one admin ability (policy `admin: [...]`; without a policy, the admins).
+UsersAdmin = Annotated[Caller, Depends(_holding("users"))]
+EnrollmentAdmin = Annotated[Caller, Depends(_holding("enrollment"))]
+PolicyAdmin = Annotated[Caller, Depends(_holding("policy"))]
+AuditReader = Annotated[Caller, Depends(_holding("audit"))]

@@ -4,6 +4,7 @@ show it as it is, and nothing (no traceback, no stored value) leaks through it."
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -22,6 +23,19 @@ class ApiError(GatewayError):
         self.status = status
 
 
+class Forbidden(ApiError):
+    """A 403: the caller is known and may not do this. Every one is recorded in the audit log (see
+    `install_error_handlers`), named by `action` or else by the route."""
+
+    def __init__(self, message: str, action: str | None = None) -> None:
+        super().__init__(403, message)
+        self.action = action
+
+
+# Records a refusal before it is answered: (request, the refusal).
+RefusalRecorder = Callable[[Request, ApiError], Awaitable[None]]
+
+
 def _body(message: str) -> dict[str, str]:
     return {"error": message}
 
@@ -34,9 +48,11 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "invalid request: " + "; ".join(problems)
 
 
-def install_error_handlers(app: FastAPI) -> None:
+def install_error_handlers(app: FastAPI, record_refusal: RefusalRecorder | None = None) -> None:
     @app.exception_handler(ApiError)
-    async def _api(_: Request, exc: ApiError) -> JSONResponse:
+    async def _api(request: Request, exc: ApiError) -> JSONResponse:
+        if exc.status == 403 and record_refusal is not None:
+            await record_refusal(request, exc)
         return JSONResponse(_body(str(exc)), status_code=exc.status)
 
     @app.exception_handler(AuthError)

@@ -14,12 +14,14 @@ from keyhole.gateway import (
     routes_enroll,
     routes_events,
     routes_link,
+    routes_policy,
     routes_probes,
     routes_sessions,
     routes_users,
 )
 from keyhole.gateway.api_errors import install_error_handlers
 from keyhole.gateway.context import GatewayContext
+from keyhole.gateway.refusals import record_refusal
 
 
 def create_user_app(context: GatewayContext) -> FastAPI:
@@ -31,7 +33,7 @@ def create_user_app(context: GatewayContext) -> FastAPI:
         redoc_url=None,
     )
     app.state.gateway = context
-    install_error_handlers(app)
+    install_error_handlers(app, record_refusal)
     app.include_router(routes_auth.router)
     app.include_router(routes_users.router)
     app.include_router(routes_enroll.router)
@@ -41,6 +43,7 @@ def create_user_app(context: GatewayContext) -> FastAPI:
     app.include_router(routes_events.router)
     app.include_router(routes_audit.router)
     app.include_router(routes_access.router)
+    app.include_router(routes_policy.router)
 
     @app.get("/v1/health", tags=["health"])
     def health() -> dict[str, str]:

@@ -55,6 +55,7 @@ class GatewayContext:
     # The policy in force (None: no policy file, the gateway's first rules) and the file it came from.
     policy: Policy | None = None
     policy_path: Path | None = None
+    policy_text: str = ""  # the text of the policy in force, as `keyhole policy show` prints it
     # Revoked since the gateway started; the cache above must not vouch for them even for a moment.
     revoked_credentials: set[str] = field(default_factory=set)
     probe_set_answers: ProbeSetAnswers = field(init=False)

@@ -3,11 +3,12 @@
 ```yaml
 roles:
   oncall:
-    services: ["orders", "payments-*"]      # globs; required
+    services: ["orders", "payments-*"]      # globs; required unless the role only observes or administers
     probes: [snapshot, log, metric, stacks] # kinds its holders may set (default: none)
     max_session: 30m                        # longest session (default 15m, at most 24h)
     reveal: [pii]                           # redaction classes shown unredacted (default: none)
     approval: {from: [sre-lead], count: 1}  # a session needs approvers holding these roles
+    observe: ["payments-*"]                 # may watch others' sessions on these services (and end them)
     admin: [users, enrollment, policy, audit]
 groups:
   sre: {roles: [sre-lead], members: [bob]}
@@ -37,7 +38,7 @@ from keyhole.protocol.redaction import validate_reveal
 ADMIN_ABILITIES = ("users", "enrollment", "policy", "audit")
 DEFAULT_MAX_SESSION = 15 * 60.0
 LONGEST_SESSION = 24 * 3600.0
-_ROLE_FIELDS = ("services", "probes", "max_session", "reveal", "approval", "admin")
+_ROLE_FIELDS = ("services", "probes", "max_session", "reveal", "approval", "observe", "admin")
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_.")
 
 
@@ -60,10 +61,15 @@ class Role:
     reveal: frozenset[str] = frozenset()
     approval: Approval | None = None
     admin: frozenset[str] = frozenset()
+    observe: tuple[str, ...] = ()
 
     def covers(self, service: str) -> bool:
         """Whether this role reaches `service`."""
         return any(fnmatch.fnmatchcase(service, glob) for glob in self.services)
+
+    def observes(self, service: str) -> bool:
+        """Whether this role may watch other users' sessions on `service`."""
+        return any(fnmatch.fnmatchcase(service, glob) for glob in self.observe)
 
 
 @dataclass(frozen=True)
@@ -73,6 +79,12 @@ class Policy:
 
     def roles_of(self, user: str) -> list[Role]:
         return [self.roles[name] for name in sorted(self.users.get(user, frozenset()))]
+
+    def abilities_of(self, user: str) -> frozenset[str]:
+        return frozenset().union(*(role.admin for role in self.roles_of(user)))
+
+    def observes(self, user: str, service: str) -> bool:
+        return any(role.observes(service) for role in self.roles_of(user))
 
 
 # --- reading, with line numbers -------------------------------------------------------------------------
@@ -175,12 +187,16 @@ def _role(name: str, name_node: yaml.Node, node: yaml.Node, pending: list[tuple[
             roles, count, where = _approval(value, name)
             pending.append((f"role {name}'s approval.from", roles, where))
             fields["approval"] = Approval(frozenset(roles), count)
+        elif key == "observe":
+            fields["observe"] = tuple(_strings(value, what))
         elif key == "admin":
             fields["admin"] = _one_of(value, what, ADMIN_ABILITIES, ("ability", "abilities"))
         else:
             raise _fail(key_node, f"unknown field {key!r} in role {name} (fields: {', '.join(_ROLE_FIELDS)})")
     if services is None:
-        raise _fail(name_node, f"role {name} needs services: [globs of the services it reaches]")
+        if not fields.get("admin") and not fields.get("observe"):
+            raise _fail(name_node, f"role {name} needs services: [globs of the services it reaches]")
+        services = ()  # a role that only administers or observes reaches no service
     return Role(name=name, services=services, **fields)
 
 

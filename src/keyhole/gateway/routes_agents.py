@@ -10,7 +10,8 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from keyhole.gateway import instances
-from keyhole.gateway.api_auth import Admin, AnyUser, Gateway
+from keyhole.gateway.access import abilities
+from keyhole.gateway.api_auth import AnyUser, EnrollmentAdmin, Gateway
 from keyhole.gateway.audit_log import append
 from keyhole.gateway.models import Instance
 
@@ -55,15 +56,21 @@ def agent_out(row: Instance, connected: bool, revoked: bool) -> AgentOut:
 
 
 @router.get("")
-def list_agents(_: AnyUser, context: Gateway) -> list[AgentOut]:
+def list_agents(who: AnyUser, context: Gateway) -> list[AgentOut]:
+    """The agents of the services the caller's roles reach or observe (all of them with the
+    enrollment ability, or without a policy)."""
     with context.transaction() as db:
         rows = instances.all_instances(db)
         revoked = instances.revoked_credentials(db)
+    policy = context.policy
+    if policy is not None and "enrollment" not in abilities(context, who):
+        held = policy.roles_of(who.name)
+        rows = [row for row in rows if any(r.covers(row.service) or r.observes(row.service) for r in held)]
     return [agent_out(row, context.connections.connected(row.id), row.credential_id in revoked) for row in rows]
 
 
 @router.post("/{instance}/revoke")
-def revoke_agent(instance: str, who: Admin, context: Gateway) -> RevokeOut:
+def revoke_agent(instance: str, who: EnrollmentAdmin, context: Gateway) -> RevokeOut:
     """Revoke the enrollment of an agent instance: its certificates stop working at once, for every
     process that shares it. Its long-polls are answered now and their next request is refused, so the
     agents drop their probes and stop; they need a new enrollment token to come back."""

@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from keyhole.gateway import audit_log, audit_tree
-from keyhole.gateway.api_auth import Admin, Gateway
+from keyhole.gateway.api_auth import AuditReader, Gateway
 from keyhole.gateway.api_errors import ApiError
 from keyhole.gateway.merkle import ProofError
 from keyhole.gateway.models import AuditEntry
@@ -64,7 +64,7 @@ def _entry(row: AuditEntry) -> EntryOut:
 
 @router.get("/entries")
 def list_entries(
-    who: Admin,
+    who: AuditReader,
     context: Gateway,
     *,
     after: Annotated[int, Query(ge=-1, le=2**62, description="entries after this position")] = -1,
@@ -89,7 +89,7 @@ def list_entries(
 
 
 @router.post("/checkpoint")
-def make_checkpoint(who: Admin, context: Gateway) -> CheckpointOut:
+def make_checkpoint(who: AuditReader, context: Gateway) -> CheckpointOut:
     """A signed checkpoint of the log as it is now (this request's own entry included)."""
     with context.audited() as db:
         audit_log.append(db, f"user:{who.name}", "audit.checkpoint")
@@ -104,7 +104,7 @@ def _proof(hashes: list[bytes]) -> ProofOut:
 
 @router.get("/proof/inclusion")
 def inclusion_proof(
-    _: Admin,
+    _: AuditReader,
     context: Gateway,
     *,
     index: Annotated[int, Query(ge=0, le=2**62)],
@@ -122,7 +122,7 @@ def inclusion_proof(
 
 @router.get("/proof/consistency")
 def consistency_proof(
-    _: Admin,
+    _: AuditReader,
     context: Gateway,
     *,
     first: Annotated[int, Query(ge=1, le=2**62)],

@@ -10,7 +10,7 @@ from typing import Annotated
 from fastapi import APIRouter
 from pydantic import BaseModel, BeforeValidator, Field
 
-from keyhole.gateway.api_auth import Admin, Gateway
+from keyhole.gateway.api_auth import EnrollmentAdmin, Gateway
 from keyhole.gateway.api_errors import ApiError
 from keyhole.gateway.audit_log import append
 from keyhole.gateway.enrollment import DEFAULT_TOKEN_TTL, MAX_TOKEN_TTL, MintedToken, mint_token, redeem
@@ -82,7 +82,7 @@ def _b64(value: str, what: str) -> bytes:
 
 
 @router.post("/v1/enroll-tokens", status_code=201)
-def create_enroll_token(body: TokenRequest, who: Admin, context: Gateway) -> MintedToken:
+def create_enroll_token(body: TokenRequest, who: EnrollmentAdmin, context: Gateway) -> MintedToken:
     ttl = seconds(body.ttl, DEFAULT_TOKEN_TTL, MAX_TOKEN_TTL, "token ttl")
     with context.audited() as db:
         minted = mint_token(db, who.user_id, body.service, body.labels, ttl)

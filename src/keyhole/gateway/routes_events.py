@@ -11,6 +11,7 @@ from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from keyhole.gateway import sessions
+from keyhole.gateway.access import observer
 from keyhole.gateway.api_auth import AnyUser, Gateway
 from keyhole.gateway.audit_log import append
 from keyhole.gateway.context import GatewayContext
@@ -31,7 +32,7 @@ def _page(
     context: GatewayContext, who: Caller, session_id: str, *, after: int, probe: str | None, limit: int
 ) -> EventPage:
     with context.audited() as db:
-        session = sessions.visible_session(db, who, session_id)
+        session = sessions.visible_session(db, who, session_id, observer(context, who))
         query = select(EventRecord.id, EventRecord.body).where(
             EventRecord.session_id == session.id, EventRecord.id > after
         )

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from keyhole.gateway import instances, sessions
-from keyhole.gateway.access import check_probe, refuse
+from keyhole.gateway.access import check_probe, observer, refuse
 from keyhole.gateway.api_auth import AnyUser, Gateway
 from keyhole.gateway.api_errors import ApiError
 from keyhole.gateway.audit_log import append
@@ -118,7 +118,7 @@ def set_probe(session_id: str, body: ProbeRequest, who: AnyUser, context: Gatewa
 @router.get("")
 def list_probes(session_id: str, who: AnyUser, context: Gateway) -> list[ProbeOut]:
     with context.transaction() as db:
-        session = sessions.visible_session(db, who, session_id)
+        session = sessions.visible_session(db, who, session_id, observer(context, who))
         rows = session_probes(db, session.id)
         found = statuses(db, [r.id for r in rows])
         agents = instances.service_instances(db, session.service)
@@ -128,7 +128,7 @@ def list_probes(session_id: str, who: AnyUser, context: Gateway) -> list[ProbeOu
 @router.get("/{probe_id}")
 def show_probe(session_id: str, probe_id: str, who: AnyUser, context: Gateway) -> ProbeOut:
     with context.transaction() as db:
-        session = sessions.visible_session(db, who, session_id)
+        session = sessions.visible_session(db, who, session_id, observer(context, who))
         row = session_probe(db, session, probe_id)
         found = statuses(db, [row.id])
         agents = instances.service_instances(db, session.service)
@@ -138,7 +138,7 @@ def show_probe(session_id: str, probe_id: str, who: AnyUser, context: Gateway) -
 @router.delete("/{probe_id}", status_code=204)
 def delete_probe(session_id: str, probe_id: str, who: AnyUser, context: Gateway) -> Response:
     with context.audited() as db:
-        session = sessions.visible_session(db, who, session_id)
+        session = sessions.visible_session(db, who, session_id)  # its owner's alone
         row = session_probe(db, session, probe_id)
         append(db, f"user:{who.name}", "probe.remove", session=session.id, probe=row.id)
         changed = remove_probe(db, row)

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from keyhole.gateway import instances, sessions
-from keyhole.gateway.access import check_session, grant_still_live
+from keyhole.gateway.access import check_session, grant_still_live, observer
 from keyhole.gateway.api_auth import AnyUser, Gateway
 from keyhole.gateway.api_errors import ApiError
 from keyhole.gateway.audit_log import append
@@ -54,9 +54,14 @@ class Closed(BaseModel):
     )
 
 
+_ENDED_STATES = {"closed": "closed", sessions.ACCESS_REVOKED: "revoked", sessions.POLICY_CHANGED: "revoked"}
+
+
 def _out(context: GatewayContext, row: DebugSession, user: str, instance_ids: list[str]) -> SessionOut:
     if row.ended_at is not None:
-        state = {"closed": "closed", "access revoked": "revoked"}.get(row.end_reason or "", "expired")
+        state = {"closed": "closed", sessions.ACCESS_REVOKED: "revoked", sessions.POLICY_CHANGED: "revoked"}.get(
+            row.end_reason or "", "expired"
+        )
     else:
         state = "open" if row.expires_at > time.time() else "expired"
     connected = sum(1 for i in instance_ids if context.connections.connected(i))
@@ -96,9 +101,9 @@ def open_session(body: SessionRequest, who: AnyUser, context: Gateway) -> Sessio
 
 @router.get("")
 def list_sessions(who: AnyUser, context: Gateway, everyone: bool = False) -> list[SessionOut]:
-    """Your sessions, newest first; admins may ask for everyone's."""
+    """Your sessions, newest first; with `everyone`, also the sessions you observe."""
     with context.transaction() as db:
-        rows = sessions.sessions_of(db, who, everyone and who.role == "admin")
+        rows = sessions.sessions_of(db, who, observer(context, who) if everyone else sessions.only_own)
         names = {u.id: u.name for u in db.scalars(select(User))}
         by_service = {s: [i.id for i in instances.service_instances(db, s)] for s in {r.service for r in rows}}
     return [_out(context, r, names.get(r.user_id, "?"), by_service[r.service]) for r in rows]
@@ -107,14 +112,15 @@ def list_sessions(who: AnyUser, context: Gateway, everyone: bool = False) -> lis
 @router.get("/{session_id}")
 def show_session(session_id: str, who: AnyUser, context: Gateway) -> SessionOut:
     with context.transaction() as db:
-        row = sessions.visible_session(db, who, session_id)
+        row = sessions.visible_session(db, who, session_id, observer(context, who))
         ids = [i.id for i in instances.service_instances(db, row.service)]
-    return _out(context, row, who.name, ids)
+        owner = _user_name(db, row.user_id)
+    return _out(context, row, owner, ids)
 
 
 def _close(context: GatewayContext, who: Caller, session_id: str) -> tuple[DebugSession, str, list[str]]:
     with context.audited() as db:
-        row = sessions.closable_session(db, who, session_id)
+        row = sessions.visible_session(db, who, session_id, observer(context, who))
         append(db, f"user:{who.name}", "session.close", session=row.id, service=row.service)
         sessions.end_session(db, row, "closed")
         ids = [i.id for i in instances.service_instances(db, row.service)]

@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
-from keyhole.gateway.api_auth import Admin, Gateway
+from keyhole.gateway.api_auth import Gateway, UsersAdmin
 from keyhole.gateway.api_errors import ApiError
 from keyhole.gateway.audit_log import append
 from keyhole.gateway.models import User
@@ -28,7 +28,7 @@ class UserOut(BaseModel):
 
 
 @router.post("", status_code=201, responses={400: {"description": "invalid or taken name, weak password"}})
-def create_user(body: NewUser, who: Admin, context: Gateway) -> UserOut:
+def create_user(body: NewUser, who: UsersAdmin, context: Gateway) -> UserOut:
     try:
         with context.audited() as db:
             append(db, f"user:{who.name}", "user.add", name=body.name, role=body.role)
@@ -39,7 +39,7 @@ def create_user(body: NewUser, who: Admin, context: Gateway) -> UserOut:
 
 
 @router.get("")
-def list_users(_: Admin, context: Gateway) -> list[UserOut]:
+def list_users(_: UsersAdmin, context: Gateway) -> list[UserOut]:
     with context.transaction() as db:
         users = db.scalars(select(User).order_by(User.name))
         return [UserOut(name=u.name, role=u.role, created_at=u.created_at) for u in users]

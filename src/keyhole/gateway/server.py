@@ -18,11 +18,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
 from keyhole.gateway import access_requests, audit_log
-from keyhole.gateway.access import apply_policy_file
 from keyhole.gateway.app import create_agent_app, create_user_app
 from keyhole.gateway.context import GatewayContext
 from keyhole.gateway.errors import GatewayError
-from keyhole.gateway.sessions import Expired, expire_due
+from keyhole.gateway.policy_changes import apply_policy_file
+from keyhole.gateway.sessions import ACCESS_EXPIRED, Expired, expire_due
 from keyhole.gateway.tls_peer import PeerCertHttpToolsProtocol
 
 SWEEP_EVERY = 1.0
@@ -129,7 +129,7 @@ def _expire(context: GatewayContext) -> Expired:
         for probe in sorted(expired.probes):
             audit_log.append(db, "gateway", "probe.expire", probe=probe)
         for request in access_requests.expire_due(db, time.time()):
-            ended = access_requests.end_sessions_of(db, request.id, "access expired")
+            ended = access_requests.end_sessions_of(db, request.id, ACCESS_EXPIRED)
             sessions = [s.id for s in ended]
             audit_log.append(db, "gateway", "access.expire", request=request.id, was=request.state, sessions=sessions)
             expired.services.update(s.service for s in ended)
@@ -167,8 +167,8 @@ async def _serve(context: GatewayContext, servers: list[tuple[_Server, socket.so
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop)
-    if context.policy_path is not None:
-        loop.add_signal_handler(signal.SIGHUP, lambda: loop.run_in_executor(None, _reload_policy, context))
+    # Always handled: SIGHUP's default would end the gateway, and a policy may arrive later (policy apply).
+    loop.add_signal_handler(signal.SIGHUP, lambda: loop.run_in_executor(None, _reload_policy, context))
     tasks = [asyncio.create_task(server.serve(sockets=[sock])) for server, sock in servers]
     sweeper = asyncio.create_task(_sweep(context, stopping))
     # Tests and scripts read these two lines to find the ports (port 0 picks free ones).

@@ -1,16 +1,18 @@
 """Debug sessions: one user, one service, a reason and a deadline. Ending one (closed by its owner
-or an admin, or expired) removes its probes from every agent and deletes the events it gathered."""
+or an observer of its service, or expired) removes its probes from every agent and deletes the events it gathered."""
 
 from __future__ import annotations
 
+import itertools
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from keyhole.gateway.api_errors import ApiError
+from keyhole.gateway.api_errors import ApiError, Forbidden
 from keyhole.gateway.models import DebugSession, EventRecord, ProbeRecord
 from keyhole.gateway.tokens import Caller
 
@@ -18,6 +20,8 @@ DEFAULT_TTL = 15 * 60.0
 # Until roles carry their own limits (policy), every session is held to this.
 MAX_TTL = 60 * 60.0
 MAX_REASON = 500
+# Why a session ended early (its end reason), besides "closed" and "expired".
+ACCESS_REVOKED, ACCESS_EXPIRED, POLICY_CHANGED = "access revoked", "access expired", "policy changed"
 
 
 def open_session(
@@ -48,28 +52,33 @@ def open_session(
     return row
 
 
-def visible_session(db: Session, who: Caller, session_id: str) -> DebugSession:
-    """The caller's own session; anyone else's looks the same as one that does not exist."""
+# Whether the caller may watch other users' sessions on a service (policy `observe:`).
+Observer = Callable[[str], bool]
+
+
+def only_own(_: str) -> bool:
+    return False
+
+
+def visible_session(db: Session, who: Caller, session_id: str, observer: Observer = only_own) -> DebugSession:
+    """The caller's own session, or one on a service the caller observes."""
     row = db.get(DebugSession, session_id)
-    if row is None or row.user_id != who.user_id:
-        raise ApiError(404, f"no session {session_id!r} of yours; list yours with: keyhole session list")
+    if row is None:
+        raise ApiError(404, f"no session {session_id!r}; list yours with: keyhole session list")
+    if row.user_id != who.user_id and not observer(row.service):
+        raise Forbidden(
+            f"session {session_id} is another user's; only its owner and observers of {row.service!r} may see it"
+        )
     return row
 
 
 def live_session(db: Session, who: Caller, session_id: str) -> DebugSession:
+    """The caller's own session, still open: only its owner sets or removes its probes."""
     row = visible_session(db, who, session_id)
     if row.ended_at is not None or row.expires_at <= time.time():
         raise ApiError(
             409, f"session {session_id} has ended; open a new one: keyhole session open --service NAME --reason TEXT"
         )
-    return row
-
-
-def closable_session(db: Session, who: Caller, session_id: str) -> DebugSession:
-    """Admins may close anyone's session (to stop a runaway one); others only their own."""
-    row = db.get(DebugSession, session_id)
-    if row is None or (row.user_id != who.user_id and who.role != "admin"):
-        raise ApiError(404, f"no session {session_id!r} of yours; list yours with: keyhole session list")
     return row
 
 
@@ -95,11 +104,13 @@ def end_session(db: Session, row: DebugSession, reason: str) -> bool:
     return True
 
 
-def sessions_of(db: Session, who: Caller, everyone: bool) -> list[DebugSession]:
-    query = select(DebugSession).order_by(DebugSession.created_at.desc()).limit(200)
-    if not everyone:
-        query = query.where(DebugSession.user_id == who.user_id)
-    return list(db.scalars(query))
+def sessions_of(db: Session, who: Caller, observer: Observer = only_own) -> list[DebugSession]:
+    """The caller's sessions and those on services the caller observes, newest first."""
+    query = select(DebugSession).order_by(DebugSession.created_at.desc())
+    if observer is only_own:
+        return list(db.scalars(query.where(DebugSession.user_id == who.user_id).limit(200)))
+    found = (row for row in db.scalars(query.limit(5000)) if row.user_id == who.user_id or observer(row.service))
+    return list(itertools.islice(found, 200))
 
 
 @dataclass
