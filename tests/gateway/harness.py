@@ -71,7 +71,12 @@ class RunningGateway:
 
 
 def start_gateway(
-    data: Path, port: int = 0, agent_port: int = 0, cert_ttl: str = "12h", policy: Path | None = None
+    data: Path,
+    port: int = 0,
+    agent_port: int = 0,
+    cert_ttl: str = "12h",
+    policy: Path | None = None,
+    extra: tuple[str, ...] = (),
 ) -> RunningGateway:
     process = subprocess.Popen(
         [
@@ -87,6 +92,7 @@ def start_gateway(
             "--agent-cert-ttl",
             cert_ttl,
             *(["--policy", str(policy)] if policy is not None else []),
+            *extra,
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

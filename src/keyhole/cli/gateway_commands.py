@@ -5,12 +5,15 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from keyhole.cli.errors import CliError
 from keyhole.cli.options import duration_option
+
+if TYPE_CHECKING:
+    from keyhole.gateway.webhook import Webhook
 
 gateway_app = typer.Typer(help="Create and run a gateway.", no_args_is_help=True)
 
@@ -56,9 +59,22 @@ def init(
         typer.echo("  admin password: the one in KEYHOLE_ADMIN_PASSWORD")
 
 
+def _webhook(url: str | None, secret_file: Path | None, ca: Path | None) -> Webhook | None:
+    from keyhole.gateway.webhook import Webhook, read_secret
+
+    if url is None:
+        if secret_file is not None or ca is not None:
+            raise CliError("--webhook-secret-file and --webhook-ca go with --webhook URL")
+        return None
+    if secret_file is None:
+        raise CliError("--webhook needs --webhook-secret-file FILE (the HMAC secret its POSTs are signed with)")
+    return Webhook(url, read_secret(secret_file), ca)
+
+
 @gateway_app.command("serve")
 def serve(
     data: DataOption = Path(),
+    *,
     listen: Annotated[str, typer.Option("--listen", help="User API address, HOST:PORT.")] = "127.0.0.1:8443",
     agent_listen: Annotated[
         str, typer.Option("--agent-listen", help="Agent endpoint address, HOST:PORT (mutual TLS).")
@@ -72,6 +88,24 @@ def serve(
             "--policy",
             help="A policy file (YAML): deny by default; reloaded on SIGHUP. Default: DATA/policy.yaml if it exists.",
             show_default=False,
+        ),
+    ] = None,
+    webhook: Annotated[
+        str | None,
+        typer.Option(
+            "--webhook",
+            help="POST access requests, decisions and security alerts to this URL (signed, HMAC-SHA256).",
+            show_default=False,
+        ),
+    ] = None,
+    webhook_secret_file: Annotated[
+        Path | None,
+        typer.Option("--webhook-secret-file", help="The webhook's HMAC secret (16+ bytes).", show_default=False),
+    ] = None,
+    webhook_ca: Annotated[
+        Path | None,
+        typer.Option(
+            "--webhook-ca", help="CA certificates the webhook's HTTPS server is checked against.", show_default=False
         ),
     ] = None,
 ) -> None:
@@ -89,7 +123,9 @@ def serve(
         user_address = Listen.parse(listen, "--listen")
         agent_address = Listen.parse(agent_listen, "--agent-listen")
         cert_ttl = duration_option(agent_cert_ttl, "--agent-cert-ttl", minimum=10.0, maximum=7 * 86400.0)
+        hook = _webhook(webhook, webhook_secret_file, webhook_ca)
         context = GatewayContext.open(StatePaths(data))
+        context.webhook = hook
         from keyhole.gateway.policy_changes import apply_policy_file, default_policy_path
 
         if policy is None and default_policy_path(context).is_file():

@@ -67,6 +67,10 @@ def size(db: Session) -> int:
     return int(db.execute(_SIZE).scalar() or 0)
 
 
+# Where a transaction keeps the entries it appended, for whoever announces them once it commits.
+APPENDED = "keyhole_audit_appended"
+
+
 def append(db: Session, actor: str, action: str, **details: Any) -> int:
     """Record an action; returns its position. `actor` is "user:NAME", "agent:INSTANCE",
     "credential:ID", "anonymous" or "gateway". Written at once, inside the action's transaction: a
@@ -76,6 +80,7 @@ def append(db: Session, actor: str, action: str, **details: Any) -> int:
     body = entry_body(seq, at, actor, action, details)
     db.execute(_INSERT_ENTRY, {"seq": seq, "at": at, "actor": actor, "action": action, "body": body})
     audit_tree.add_leaf(db, seq, leaf_hash(body))
+    db.info.setdefault(APPENDED, []).append((action, body))
     return seq
 
 

@@ -16,6 +16,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from keyhole.gateway.audit_log import APPENDED
 from keyhole.gateway.authority import Issued, load_ca
 from keyhole.gateway.connections import Connections
 from keyhole.gateway.database import migrate, open_engine, session_factory
@@ -26,6 +27,7 @@ from keyhole.gateway.probe_commands import LiveProbe, live_probes
 from keyhole.gateway.probe_set_answers import ProbeSetAnswers
 from keyhole.gateway.signing_key import load_signing_key
 from keyhole.gateway.state_paths import StatePaths
+from keyhole.gateway.webhook import Webhook
 
 
 def _reason(exc: BaseException) -> str:
@@ -56,6 +58,7 @@ class GatewayContext:
     policy: Policy | None = None
     policy_path: Path | None = None
     policy_text: str = ""  # the text of the policy in force, as `keyhole policy show` prints it
+    webhook: Webhook | None = None  # set by `serve --webhook`
     # Revoked since the gateway started; the cache above must not vouch for them even for a moment.
     revoked_credentials: set[str] = field(default_factory=set)
     probe_set_answers: ProbeSetAnswers = field(init=False)
@@ -98,9 +101,13 @@ class GatewayContext:
         """A transaction that appends to the audit log (rule 3: the entry commits with the action, or
         neither does). Audited transactions run one at a time and hold SQLite's write lock from their
         first statement, so the log's end they read cannot change before they commit."""
-        with self._audit_lock, self.sessions() as db, db.begin():
-            db.connection().exec_driver_sql("BEGIN IMMEDIATE")
-            yield db
+        with self._audit_lock, self.sessions() as db:
+            with db.begin():
+                db.connection().exec_driver_sql("BEGIN IMMEDIATE")
+                yield db
+            committed: list[tuple[str, bytes]] = db.info.pop(APPENDED, [])
+        if committed and self.webhook is not None:
+            self.webhook.announce(committed)  # only what committed: a refused action announces nothing
 
     def close(self) -> None:
         self.engine.dispose()

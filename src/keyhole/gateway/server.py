@@ -139,6 +139,8 @@ def _expire(context: GatewayContext) -> Expired:
             audit_log.checkpoint(db, context.signing_key)
     except audit_log.LogRewritten as exc:
         _log.error("%s", exc)  # said every second until someone looks: the log was tampered with
+        if context.webhook is not None:
+            context.webhook.alert("audit.rewritten", str(exc))
     return expired
 
 
@@ -194,8 +196,12 @@ def serve(context: GatewayContext, listen: Listen, agent_listen: Listen, agent_c
                 (_loaded(_config(create_user_app(context), context, client_certs=False)), user_sock),
                 (_loaded(_config(create_agent_app(context), context, client_certs=True)), agent_sock),
             ]
+            if context.webhook is not None:
+                context.webhook.start()
             asyncio.run(_serve(context, servers))
         finally:
+            if context.webhook is not None:
+                context.webhook.stop()
             user_sock.close()
             agent_sock.close()
     finally:
