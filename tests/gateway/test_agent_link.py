@@ -5,9 +5,11 @@ agent. Agents run in child processes; the CLI runs as a subprocess."""
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -358,3 +360,39 @@ def test_revoking_an_agent_cuts_off_every_process_of_its_enrollment_and_no_other
         assert unknown.returncode == 1 and "keyhole agents" in unknown.stderr and "Traceback" not in unknown.stderr
     finally:
         workers.stop_with_workers()
+
+
+def _logged(gateway: RunningGateway, action: str) -> list[dict[str, Any]]:
+    with sqlite3.connect(f"file:{gateway.data / 'keyhole.db'}?mode=ro", uri=True) as db:
+        rows = db.execute("SELECT body FROM audit_entries WHERE action = ? ORDER BY seq", (action,)).fetchall()
+    return [json.loads(body) for (body,) in rows]
+
+
+def _wait_logged(gateway: RunningGateway, action: str, match: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        found = [entry for entry in _logged(gateway, action) if match(entry)]
+        if found:
+            return found[0]
+        time.sleep(0.2)
+    raise AssertionError(f"no {action} entry: {_logged(gateway, action)[-3:]}")
+
+
+def test_the_log_records_a_probe_the_agent_disabled_and_an_agent_that_went_away(
+    gateway: RunningGateway, admin: Path, service: Service, session: str
+) -> None:
+    snap = keyhole("snap", f"orders.py:{probe_line()}", "--max-hits", "1", config=admin)
+    assert snap.returncode == 0, snap.stderr
+    [probe] = [json.loads(line)["id"] for line in keyhole("probes", "--json", config=admin).stdout.splitlines()]
+    instance = service.instance(admin)
+    disabled = _wait_logged(gateway, "probe.disabled", lambda e: e["details"]["probe"] == probe)
+    assert disabled["actor"] == f"agent:{instance}" and "hit limit" in disabled["details"]["reason"]
+
+    leaving = start_service(gateway, admin, token=enroll_token(admin))
+    try:
+        gone = leaving.instance(admin)
+    finally:
+        leaving.stop()
+    entry = _wait_logged(gateway, "agent.disconnect", lambda e: e["details"]["instance"] == gone)
+    assert entry["actor"] == "gateway"
+    assert not [e for e in _logged(gateway, "agent.disconnect") if e["details"]["instance"] == instance]

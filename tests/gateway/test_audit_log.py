@@ -19,7 +19,7 @@ from keyhole.gateway.context import GatewayContext
 from keyhole.gateway.merkle import leaf_hash, verify_consistency, verify_inclusion
 from keyhole.gateway.signing_key import load_signing_key
 from keyhole.gateway.state_paths import StatePaths
-from tests.gateway.harness import RunningGateway, cli_login, init_state, keyhole
+from tests.gateway.harness import RunningGateway, cli_login, init_state, keyhole, start_gateway
 
 ENTRIES = 40
 CHECKPOINT_EVERY = 8
@@ -244,6 +244,8 @@ def test_admins_read_the_log_take_checkpoints_and_prove_entries_with_the_api(
     assert cli_login(gateway.url, gateway.ca, engineer, user="erin", password=password).returncode == 0
     refused = keyhole("audit", "log", config=engineer)
     assert refused.returncode == 1 and "not an admin" in refused.stderr and refused.stderr.count("\n") == 1
+    refused = keyhole("audit", "verify", config=engineer)
+    assert refused.returncode == 1 and "not an admin" in refused.stderr and refused.stderr.count("\n") == 1
 
 
 def test_an_entry_holds_any_details_a_request_can_bring() -> None:
@@ -300,3 +302,40 @@ def test_a_login_with_a_lone_surrogate_gets_a_clear_refusal_not_an_error(gateway
         raw = b'{"user": "\\ud800admin", "password": "not-the-password"}'
         answer = client.post("/v1/auth/login", content=raw, headers={"Content-Type": "application/json"})
     assert answer.status_code in (401, 422) and "\n" not in answer.json()["error"]
+
+
+def test_verify_through_the_api_holds_the_served_log_to_a_kept_checkpoint(tmp_path: Path) -> None:
+    data = tmp_path / "state"
+    assert init_state(data, tmp_path / "init").returncode == 0
+    running = start_gateway(data)
+    config = tmp_path / "config"
+    try:
+        assert cli_login(running.url, running.ca, config).returncode == 0
+        for n in range(3):
+            assert (
+                keyhole("session", "open", "--service", "orders", "--reason", f"INC-{n}", config=config).returncode == 0
+            )
+        kept = tmp_path / "kept.note"
+        kept.write_text(keyhole("audit", "checkpoint", config=config).stdout)
+        assert keyhole("session", "close", config=config).returncode == 0
+
+        verified = keyhole("audit", "verify", "--checkpoint", str(kept), config=config)
+        assert verified.returncode == 0, verified.stderr
+        assert (
+            "verified through the API" in verified.stdout
+            and "consistent with the checkpoint you kept" in verified.stdout
+        )
+
+        # Someone with the database rewrites a session's reason, leaving the stored tree alone: the gateway
+        # still signs (its stored hashes extend its checkpoints), but the entries it serves no longer make
+        # the tree the kept checkpoint holds.
+        with sqlite3.connect(data / "keyhole.db") as db:
+            seq, body = db.execute(
+                "SELECT seq, body FROM audit_entries WHERE action = 'session.open' LIMIT 1"
+            ).fetchone()
+            db.execute("UPDATE audit_entries SET body = ? WHERE seq = ?", (body.replace(b"INC-0", b"INC-9"), seq))
+        refused = keyhole("audit", "verify", "--checkpoint", str(kept), config=config)
+        assert refused.returncode == 1 and refused.stderr.count("\n") == 1
+        assert "does NOT verify" in refused.stderr and "the checkpoint you kept" in refused.stderr
+    finally:
+        running.stop()

@@ -5,18 +5,24 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from keyhole.cli.errors import CliError
+
+if TYPE_CHECKING:
+    from keyhole.gateway.audit_verify import Verified
 
 audit_app = typer.Typer(help="The gateway's tamper-evident audit log (admin).", no_args_is_help=True)
 
 
 @audit_app.command("verify")
 def verify(
-    data: Annotated[Path, typer.Option("--data", help="The gateway's state directory.", show_default=False)] = Path(),
+    data: Annotated[
+        Path,
+        typer.Option("--data", help="The gateway's state directory (else: through the API).", show_default=False),
+    ] = Path(),
     checkpoint: Annotated[
         Path | None,
         typer.Option(
@@ -25,13 +31,15 @@ def verify(
     ] = None,
 ) -> None:
     """Recompute the log's Merkle tree from its entries and check it against every signed checkpoint,
-    and against a checkpoint kept elsewhere; on tampering, name the first bad entry and exit 1."""
+    and against a checkpoint kept elsewhere; on tampering, name the first bad entry and exit 1.
+
+    With --data, the state is read directly (on the gateway's host). Without, the log is read through
+    the API (the audit ability) and held to a checkpoint the gateway signs first, and to FILE.
+    """
     from keyhole.gateway.audit_verify import Tampered, verify_state
     from keyhole.gateway.errors import GatewayError
     from keyhole.gateway.state_paths import StatePaths
 
-    if data == Path():
-        raise CliError("missing --data DIR (the gateway's state directory)")
     kept = None
     if checkpoint is not None:
         try:
@@ -40,18 +48,39 @@ def verify(
             reason = getattr(exc, "strerror", None) or exc
             raise CliError(f"cannot read the checkpoint {checkpoint}: {reason}") from None
     try:
-        verified = verify_state(StatePaths(data), kept)
+        if data == Path():
+            verified, origin = _verify_served(kept)
+        else:
+            verified, origin = verify_state(StatePaths(data), kept), ""
     except Tampered as exc:
         raise CliError(f"the audit log does NOT verify: {exc}", exit_code=1) from None
     except GatewayError as exc:
         raise CliError(str(exc), exit_code=1) from None
-    line = f"audit log verified: {verified.entries} entries, {verified.checkpoints} signed checkpoints"
+    if origin:
+        line = f"audit log {origin} verified through the API: {verified.entries} entries, against its fresh checkpoint"
+    else:
+        line = f"audit log verified: {verified.entries} entries, {verified.checkpoints} signed checkpoints"
     if verified.kept is not None:
         line += f", consistent with the checkpoint you kept (size {verified.kept.size})"
     typer.echo(line)
 
 
-def _entries(since: str | None, actor: str | None) -> Iterator[dict[str, Any]]:
+def _verify_served(kept: str | None) -> tuple[Verified, str]:
+    import base64
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from keyhole.cli.gateway_client import api
+    from keyhole.gateway.audit_notes import origin_for
+    from keyhole.gateway.audit_verify import verify_served
+
+    latest = api("POST", "/v1/audit/checkpoint")  # first: every entry it covers is then served below
+    key = Ed25519PublicKey.from_public_bytes(base64.b64decode(latest["public_key"]))
+    bodies = (base64.b64decode(entry["body"]) for entry in _entries(None, None, page_size=5000))
+    return verify_served(bodies, key, latest["note"], kept), origin_for(key)
+
+
+def _entries(since: str | None, actor: str | None, page_size: int = 1000) -> Iterator[dict[str, Any]]:
     """Every entry, page by page, oldest first."""
     from urllib.parse import urlencode
 
@@ -59,14 +88,14 @@ def _entries(since: str | None, actor: str | None) -> Iterator[dict[str, Any]]:
 
     after = -1
     while True:
-        query: dict[str, Any] = {"after": after, "limit": 1000}
+        query: dict[str, Any] = {"after": after, "limit": page_size}
         if since is not None:
             query["since"] = since
         if actor is not None:
             query["actor"] = actor
         page = api("GET", f"/v1/audit/entries?{urlencode(query)}")
         yield from page["entries"]
-        if len(page["entries"]) < 1000:
+        if len(page["entries"]) < page_size:
             return
         after = page["entries"][-1]["seq"]
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -198,3 +198,30 @@ def verify_state(paths: StatePaths, kept_note: str | None = None) -> Verified:
         raise GatewayError(f"cannot read the audit log in {paths.database}: {type(exc).__name__}") from None
     finally:
         engine.dispose()
+
+
+def verify_served(
+    bodies: Iterable[bytes], key: Ed25519PublicKey, latest_note: str, kept_note: str | None = None
+) -> Verified:
+    """The log as a gateway serves it (`keyhole audit verify` without --data): the entries' own
+    positions, and the tree they make held to a checkpoint the gateway signed just before they were
+    read, and to the one an auditor kept. A kept checkpoint is what makes this more than the gateway's
+    word: a log rewritten behind it, or a gateway that changed its key, fails here."""
+    try:
+        latest = open_note(latest_note, key)
+    except NoteError as exc:
+        raise Tampered(f"the gateway's checkpoint: {exc}") from None
+    kept = _kept(kept_note, key)
+    frontier = Frontier()
+    for body in bodies:
+        seq = frontier.size
+        if not body.endswith(b'"seq":%d}' % seq):
+            raise Tampered(f"entry {seq} does not hold its own position: entries were deleted, moved or inserted")
+        frontier.add(leaf_hash(body))
+        for which, checkpoint in (("the gateway's checkpoint", latest), ("the checkpoint you kept", kept)):
+            if checkpoint is not None and checkpoint.size == frontier.size and frontier.root() != checkpoint.root:
+                raise Tampered(f"the log up to entry {seq} does not match {which} (size {checkpoint.size})")
+    for which, checkpoint in (("the gateway's checkpoint", latest), ("the checkpoint you kept", kept)):
+        if checkpoint is not None and checkpoint.size > frontier.size:
+            raise Tampered(f"the gateway served {frontier.size} entries but {which} covers {checkpoint.size}")
+    return Verified(frontier.size, 1, kept)

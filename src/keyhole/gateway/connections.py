@@ -22,6 +22,31 @@ class Connections:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._instances: dict[str, _Presence] = {}
+        self._recorded: set[str] = set()  # whose connection the audit log has, and not yet its end
+
+    def said_hello(self, instance: str) -> None:
+        """Its hello recorded the connection in the audit log."""
+        self.seen(instance)
+        with self._lock:
+            self._recorded.add(instance)
+
+    def changes(self) -> tuple[list[str], list[str]]:
+        """Instances connected since the last call without a hello (back after a gap, or polling a
+        restarted gateway), and instances gone since: each reported once, for the audit log."""
+        now = time.time()
+        with self._lock:
+            gone = [
+                instance
+                for instance, presence in self._instances.items()
+                if presence.polls == 0 and now - presence.last >= CONNECTED_GRACE
+            ]
+            for instance in gone:
+                del self._instances[instance]
+            departed = sorted(self._recorded.intersection(gone))
+            self._recorded.difference_update(gone)
+            arrived = sorted(set(self._instances) - self._recorded)
+            self._recorded.update(arrived)
+        return arrived, departed
 
     def seen(self, instance: str) -> None:
         with self._lock:

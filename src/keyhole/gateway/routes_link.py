@@ -22,6 +22,7 @@ from keyhole.gateway.enrollment import renew
 from keyhole.gateway.event_ingest import Uploader, prepare, save
 from keyhole.gateway.routes_enroll import Labels, ServiceName
 from keyhole.gateway.tls_peer import peer_name
+from keyhole.protocol.events import DISABLED
 from keyhole.protocol.link import (
     EVENTS_PATH,
     HELLO_PATH,
@@ -81,7 +82,7 @@ def hello(body: HelloRequest, peer: Peer, context: Gateway) -> HelloResponse:
             db, f"agent:{body.instance}", "agent.connect", credential=peer, hello=body.model_dump(exclude={"instance"})
         )
         instances.register(db, peer, instances.Hello(**body.model_dump()))
-    context.connections.seen(body.instance)
+    context.connections.said_hello(body.instance)
     return HelloResponse(instance=body.instance, server_time=time.time())
 
 
@@ -191,6 +192,9 @@ def _store(context: GatewayContext, peer: str, raw: bytes) -> Uploaded:
         save(db, result)
         if result.received:  # which events came, by digest: never their content
             append(db, f"agent:{instance}", "events.received", events=[list(r) for r in result.received])
+        for row in result.status_rows:
+            if row["state"] == DISABLED:  # the agent's budgets stopped a probe: the detail says which
+                append(db, f"agent:{instance}", "probe.disabled", probe=row["probe_id"], reason=row["detail"])
         if result.agent_dropped:
             instances.add_dropped(db, instance, result.agent_dropped)
     for session in result.sessions:

@@ -120,9 +120,14 @@ async def _sweep(context: GatewayContext, stopping: asyncio.Event) -> None:
 
 
 def _expire(context: GatewayContext) -> Expired:
-    """Expiry, and a signed checkpoint of the audit log when it grew (so that a change to an entry is
-    caught against a signature within a second of the entry being written)."""
+    """Agents connected and gone, expiry, and a signed checkpoint of the audit log when it grew (so
+    that a change to an entry is caught against a signature within a second of it being written)."""
+    arrived, departed = context.connections.changes()
     with context.audited() as db:
+        for instance in arrived:
+            audit_log.append(db, f"agent:{instance}", "agent.connect", via="poll")
+        for instance in departed:
+            audit_log.append(db, "gateway", "agent.disconnect", instance=instance)
         expired = expire_due(db, time.time())
         for session in sorted(expired.sessions):
             audit_log.append(db, "gateway", "session.expire", session=session)
