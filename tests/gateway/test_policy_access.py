@@ -10,6 +10,7 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,8 +39,15 @@ roles:
     approval: {from: [lead]}
   admins:
     admin: [users, enrollment, policy, audit]
+  watch:
+    observe: [orders]
+  hr:
+    admin: [users]
 users:
   admin: [admins]
+  dave: [watch]
+  erin: [hr]
+  frank: [admins]
   alice: [oncall, gated, deep]
   bob: [lead]
   carol: [gated]
@@ -65,7 +73,7 @@ def users(served: tuple[RunningGateway, Path], tmp_path_factory: pytest.TempPath
     base = tmp_path_factory.mktemp("users")
     configs = {"admin": base / "admin"}
     assert cli_login(gateway.url, gateway.ca, configs["admin"]).returncode == 0
-    for name in ("alice", "bob", "carol"):
+    for name in ("alice", "bob", "carol", "dave", "erin"):
         password = f"{name}-password-long"
         added = keyhole("user", "add", name, "--password-stdin", config=configs["admin"], stdin=password + "\n")
         assert added.returncode == 0, added.stderr
@@ -383,3 +391,41 @@ def test_the_agents_list_shows_only_the_services_a_users_roles_reach(users: dict
     assert "orders" in services("alice")  # oncall reaches orders
     assert "orders" in services("admin")  # the enrollment ability sees every agent
     assert "orders" not in services("carol")  # gated reaches payments only
+
+
+def test_an_observer_sees_only_what_the_observers_own_roles_reveal(
+    served: tuple[RunningGateway, Path], users: dict[str, Path], service: Service
+) -> None:
+    gateway, _ = served
+    bob = users["bob"]
+    code, out = _open(bob, "orders")
+    assert code == 0, out
+    session = out.split()[1]
+    try:
+        assert keyhole("snap", f"orders.py:{probe_line()}", config=bob).returncode == 0
+        deadline = time.monotonic() + 15
+        mine: list[dict[str, Any]] = []
+        while not mine and time.monotonic() < deadline:
+            result = keyhole("events", "--json", config=bob)
+            mine = [json.loads(e) for e in result.stdout.splitlines() if json.loads(e)["kind"] == "snapshot"]
+            time.sleep(0.2)
+        assert mine and mine[0]["frames"][0]["locals"]["email"] == "ann@example.com"  # bob's role reveals pii
+        token = json.loads((users["dave"] / "credentials.json").read_text())["access_token"]
+        with gateway.client() as client:
+            answer = client.get(f"/v1/sessions/{session}/events", headers={"Authorization": f"Bearer {token}"})
+        assert answer.status_code == 200, answer.text
+        watched = [e for e in answer.json()["events"] if e["kind"] == "snapshot"]
+        assert watched and watched[0]["frames"][0]["locals"]["email"] == {"@redacted": "pii"}
+        assert "ann@example.com" not in answer.text
+    finally:
+        keyhole("session", "close", config=bob)
+
+
+def test_the_users_ability_cannot_make_an_account_the_policy_gives_more(users: dict[str, Path]) -> None:
+    erin = users["erin"]  # holds users, not policy
+    refused = keyhole("user", "add", "frank", "--password-stdin", config=erin, stdin="frank-password-long\n")
+    assert refused.returncode == 1 and "admin abilities you do not hold" in refused.stderr
+    added = keyhole("user", "add", "gina", "--password-stdin", config=erin, stdin="gina-password-long\n")
+    assert added.returncode == 0, added.stderr
+    code, out = _cli(erin, "policy", "show")
+    assert code == 1 and "'policy' admin ability" in out

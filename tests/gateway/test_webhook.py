@@ -150,12 +150,13 @@ def test_a_slow_receiver_holds_up_no_action(tmp_path: Path) -> None:
     try:
         token = _login(gateway, "admin", ADMIN_PASSWORD)
         started = time.monotonic()
-        for _ in range(5):  # each refused (admin holds no role on payments) and announced
+        for _ in range(5):  # each refused (admin holds no role on payments): the first is announced
             answer = _call(gateway, token, "POST", "/v1/sessions", {"service": "payments", "reason": "x"})
             assert answer.status_code == 403
         assert time.monotonic() - started < 5  # the receiver alone takes 2 s per delivery
-        receiver.wait_for(1, timeout=10)
-        assert receiver.received
+        receiver.wait_for(2, timeout=10)  # the policy put in force, and the first refusal
+        time.sleep(2.5)
+        assert [e["event"] for e in receiver.events()] == ["policy.apply", "access.denied"]  # a minute's refusals: one
     finally:
         gateway.stop()
         receiver.server.shutdown()
@@ -166,7 +167,9 @@ def test_a_slow_receiver_holds_up_no_action(tmp_path: Path) -> None:
     ("args", "code", "needle"),
     [
         (["--webhook", "http://127.0.0.1:9/hook"], 2, "needs --webhook-secret-file"),
-        (["--webhook", "ftp://example/hook", "--webhook-secret-file", "{secret}"], 1, "must be an http(s) URL"),
+        (["--webhook", "ftp://example/hook", "--webhook-secret-file", "{secret}"], 1, "must be an https URL"),
+        (["--webhook", "http://hooks.example/h", "--webhook-secret-file", "{secret}"], 1, "only for this machine"),
+        (["--webhook", "https://u:p@hooks.example/h", "--webhook-secret-file", "{secret}"], 1, "user name or password"),
         (["--webhook", "http://127.0.0.1:9/hook", "--webhook-secret-file", "{short}"], 1, "too short"),
         (["--webhook", "http://127.0.0.1:9/hook", "--webhook-secret-file", "{missing}"], 1, "cannot read"),
         (["--webhook-secret-file", "{secret}"], 2, "go with --webhook URL"),

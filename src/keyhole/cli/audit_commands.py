@@ -75,9 +75,14 @@ def _verify_served(kept: str | None) -> tuple[Verified, str]:
     from keyhole.gateway.audit_verify import verify_served
 
     latest = api("POST", "/v1/audit/checkpoint")  # first: every entry it covers is then served below
-    key = Ed25519PublicKey.from_public_bytes(base64.b64decode(latest["public_key"]))
-    bodies = (base64.b64decode(entry["body"]) for entry in _entries(None, None, page_size=5000))
-    return verify_served(bodies, key, latest["note"], kept), origin_for(key)
+    try:
+        key = Ed25519PublicKey.from_public_bytes(base64.b64decode(latest["public_key"], validate=True))
+        bodies = (base64.b64decode(entry["body"], validate=True) for entry in _entries(None, None, page_size=5000))
+        return verify_served(bodies, key, str(latest["note"]), kept), origin_for(key)
+    except (KeyError, TypeError, ValueError) as exc:  # binascii.Error is a ValueError
+        raise CliError(
+            f"the gateway's answer is not an audit log ({type(exc).__name__}); is it a keyhole gateway?", 1
+        ) from None
 
 
 def _entries(since: str | None, actor: str | None, page_size: int = 1000) -> Iterator[dict[str, Any]]:

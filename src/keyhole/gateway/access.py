@@ -16,7 +16,7 @@ from typing import NoReturn
 from sqlalchemy.orm import Session
 
 from keyhole.gateway.access_requests import APPROVED, active_grant
-from keyhole.gateway.api_errors import Forbidden
+from keyhole.gateway.api_errors import ApiError, Forbidden
 from keyhole.gateway.context import GatewayContext
 from keyhole.gateway.models import AccessRequest
 from keyhole.gateway.policy import ADMIN_ABILITIES, LONGEST_SESSION, Policy, Role
@@ -61,6 +61,14 @@ def require(context: GatewayContext, who: Caller, ability: str) -> None:
         f"no role of yours has the {ability!r} admin ability; an admin can grant it in the policy "
         f"(a role with admin: [{ability}])"
     )
+
+
+def viewer_reveal(context: GatewayContext, who: Caller, service: str) -> frozenset[str]:
+    """The redaction classes the caller's own roles reveal on `service`: what an observer of someone
+    else's session may see of values that session's owner had revealed."""
+    if context.policy is None:
+        return frozenset()
+    return frozenset().union(*(r.reveal for r in context.policy.roles_of(who.name) if r.covers(service)))
 
 
 def observer(context: GatewayContext, who: Caller) -> Observer:
@@ -172,6 +180,13 @@ def check_probe(context: GatewayContext, who: Caller, service: str, grant_id: st
         allowed = ", ".join(sorted(grant.probes)) or "none"
         refuse(context, who, "probe.set", f"your roles do not grant {kind} probes on {service!r} (granted: {allowed})")
     return grant
+
+
+def still_in_force(context: GatewayContext, checked: Policy | None) -> None:
+    """Inside the audited transaction of an action checked against `checked`: a policy applied since
+    (they are put in force under the same lock) would not have been asked, so the action waits for a retry."""
+    if context.policy is not checked:
+        raise ApiError(409, "the policy changed while this was being checked; try again")
 
 
 def grant_still_live(db: Session, grant_id: str | None) -> bool:

@@ -211,6 +211,8 @@ def verify_served(
         latest = open_note(latest_note, key)
     except NoteError as exc:
         raise Tampered(f"the gateway's checkpoint: {exc}") from None
+    if latest.origin != origin_for(key):
+        raise Tampered(f"the gateway's checkpoint is of another log ({latest.origin})")
     kept = _kept(kept_note, key)
     frontier = Frontier()
     for body in bodies:

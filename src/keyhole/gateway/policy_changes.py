@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import secrets
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,42 +109,45 @@ def _stage(target: Path, text: str) -> Path:
     return staged
 
 
+_applying = threading.Lock()  # one policy change at a time (the API and SIGHUP), file and all
+
+
 def put_in_force(
     context: GatewayContext, policy: Policy, text: str, *, by: str, source: str, write_to: Path | None = None
 ) -> Applied:
-    """Record the policy, withdraw what it no longer allows, (write it to `write_to`) and put it in
-    force, all or nothing."""
+    """Record the policy, withdraw what it no longer allows and put it in force, all or nothing; then
+    (`write_to`) replace the policy file, so that SIGHUP and restarts read what is in force."""
     applied = Applied(sha256=hashlib.sha256(text.encode()).hexdigest(), roles=len(policy.roles))
-    staged = _stage(write_to, text) if write_to is not None else None
-    before = context.policy, context.policy_text
-    try:
-        with context.audited() as db:
-            ending, removing = _withdrawals(db, policy, applied)
-            append(
-                db,
-                by,
-                "policy.apply",
-                source=source,
-                sha256=applied.sha256,
-                roles=sorted(policy.roles),
-                sessions_ended=applied.sessions_ended,
-                probes_removed=applied.probes_removed,
-            )
-            for session in ending:
-                end_session(db, session, POLICY_CHANGED)
-            for probe in removing:
-                remove_probe(db, probe)
-            if staged is not None and write_to is not None:
-                os.replace(staged, write_to)
-                staged = None
-            # Set while the log's lock is held: no audited action sees the old policy after this one.
-            context.policy, context.policy_text = policy, text
-    except BaseException:
-        context.policy, context.policy_text = before
-        raise
-    finally:
-        if staged is not None:
-            staged.unlink(missing_ok=True)
+    with _applying:
+        staged = _stage(write_to, text) if write_to is not None else None
+        before = context.policy, context.policy_text
+        try:
+            with context.audited() as db:
+                ending, removing = _withdrawals(db, policy, applied)
+                append(
+                    db,
+                    by,
+                    "policy.apply",
+                    source=source,
+                    sha256=applied.sha256,
+                    roles=sorted(policy.roles),
+                    sessions_ended=applied.sessions_ended,
+                    probes_removed=applied.probes_removed,
+                )
+                for session in ending:
+                    end_session(db, session, POLICY_CHANGED)
+                for probe in removing:
+                    remove_probe(db, probe)
+                # Under the log's lock: an action checked against the old policy finds it gone when it
+                # gets the lock (`access.still_in_force`), and asks again.
+                context.policy, context.policy_text = policy, text
+        except BaseException:
+            context.policy, context.policy_text = before
+            if staged is not None:
+                staged.unlink(missing_ok=True)
+            raise
+        if staged is not None and write_to is not None:
+            _replace(staged, write_to)
     for service in applied.services:
         context.probe_sets.bump(service)
     for session_id in applied.sessions_ended:
@@ -157,6 +161,25 @@ def put_in_force(
         len(applied.probes_removed),
     )
     return applied
+
+
+def _replace(staged: Path, target: Path) -> None:
+    """After the commit: the policy is in force and recorded whatever happens here, so a failure is
+    said loudly rather than undone."""
+    try:
+        os.replace(staged, target)
+        directory = os.open(target.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)  # the rename itself survives a power cut
+        finally:
+            os.close(directory)
+    except OSError as exc:
+        staged.unlink(missing_ok=True)
+        _log.error(
+            "the policy in force could not be written to %s (%s): a restart would read the old file",
+            target,
+            exc.strerror or exc,
+        )
 
 
 def apply_policy_file(context: GatewayContext, path: Path, by: str) -> Applied:

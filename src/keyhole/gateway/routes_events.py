@@ -11,10 +11,11 @@ from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from keyhole.gateway import sessions
-from keyhole.gateway.access import observer
+from keyhole.gateway.access import observer, viewer_reveal
 from keyhole.gateway.api_auth import AnyUser, Gateway
 from keyhole.gateway.audit_log import append
 from keyhole.gateway.context import GatewayContext
+from keyhole.gateway.event_ingest import redact_again
 from keyhole.gateway.models import EventRecord
 from keyhole.gateway.tokens import Caller
 
@@ -42,7 +43,12 @@ def _page(
         ended = session.ended_at is not None
         if rows:  # who read which events (an empty page shows nothing)
             append(db, f"user:{who.name}", "events.read", session=session.id, first=rows[0][0], last=rows[-1][0])
-    return EventPage(events=[json.loads(body) for _, body in rows], last=rows[-1][0] if rows else after, ended=ended)
+    events = [json.loads(body) for _, body in rows]
+    if session.user_id != who.user_id:
+        # Stored as the owner may see them: an observer sees only what the observer's own roles reveal.
+        reveal = viewer_reveal(context, who, session.service)
+        events = [redact_again(event, reveal) for event in events]
+    return EventPage(events=events, last=rows[-1][0] if rows else after, ended=ended)
 
 
 @router.get("")

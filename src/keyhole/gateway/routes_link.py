@@ -11,6 +11,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, Field
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from keyhole.gateway import instances
@@ -20,6 +22,7 @@ from keyhole.gateway.audit_log import append
 from keyhole.gateway.context import GatewayContext
 from keyhole.gateway.enrollment import renew
 from keyhole.gateway.event_ingest import Uploader, prepare, save
+from keyhole.gateway.models import ProbeStatus
 from keyhole.gateway.routes_enroll import Labels, ServiceName
 from keyhole.gateway.tls_peer import peer_name
 from keyhole.protocol.events import DISABLED
@@ -182,6 +185,24 @@ def _parse_batch(raw: bytes) -> dict[str, Any]:
     return data
 
 
+def _newly_disabled(db: Session, instance: str, rows: list[dict[str, Any]]) -> dict[str, str]:
+    """Probes this upload reports disabled that were not so before: one entry each, however often an
+    agent repeats itself."""
+    reported = {row["probe_id"]: row["detail"] for row in rows if row["state"] == DISABLED}
+    if not reported:
+        return {}
+    already = db.scalars(
+        select(ProbeStatus.probe_id).where(
+            ProbeStatus.instance_id == instance,
+            ProbeStatus.probe_id.in_(reported),
+            ProbeStatus.state == DISABLED,
+        )
+    )
+    for probe in already:
+        reported.pop(probe, None)
+    return reported
+
+
 def _store(context: GatewayContext, peer: str, raw: bytes) -> Uploaded:
     data = _parse_batch(raw)  # here, in the thread pool: parsing 4 MiB must not stall the event loop
     instance = data["instance"]
@@ -189,12 +210,12 @@ def _store(context: GatewayContext, peer: str, raw: bytes) -> Uploaded:
     with context.transaction() as db:
         result = prepare(db, Uploader(instance, service), data["events"])
     with context.audited() as db:  # events of a session that ended meanwhile are swept within a second
+        disabled = _newly_disabled(db, instance, result.status_rows)
         save(db, result)
         if result.received:  # which events came, by digest: never their content
             append(db, f"agent:{instance}", "events.received", events=[list(r) for r in result.received])
-        for row in result.status_rows:
-            if row["state"] == DISABLED:  # the agent's budgets stopped a probe: the detail says which
-                append(db, f"agent:{instance}", "probe.disabled", probe=row["probe_id"], reason=row["detail"])
+        for probe, reason in disabled.items():  # the agent's limits stopped a probe: the reason says which
+            append(db, f"agent:{instance}", "probe.disabled", probe=probe, reason=reason)
         if result.agent_dropped:
             instances.add_dropped(db, instance, result.agent_dropped)
     for session in result.sessions:

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
+from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from keyhole.gateway.api_auth import Gateway, PolicyAdmin
 from keyhole.gateway.api_errors import ApiError
+from keyhole.gateway.context import GatewayContext
+from keyhole.gateway.models import User
 from keyhole.gateway.policy import PolicyError, parse_policy
-from keyhole.gateway.policy_changes import default_policy_path, put_in_force
+from keyhole.gateway.policy_changes import Applied, default_policy_path, put_in_force
 
 router = APIRouter(prefix="/v1/policy", tags=["policy"])
 MAX_POLICY = 1024 * 1024
@@ -33,6 +38,22 @@ class AppliedOut(BaseModel):
     probes_removed: list[str] = Field(description="probes of kinds or reveal classes no longer granted")
 
 
+def _apply(context: GatewayContext, text: str, by: str, target: Path) -> Applied:
+    try:
+        policy = parse_policy(text)  # here, off the event loop: a megabyte of YAML takes a while
+    except PolicyError as exc:
+        raise ApiError(400, f"the policy is refused, {exc}; nothing changed") from None
+    with context.transaction() as db:
+        accounts = set(db.scalars(select(User.name)))
+    if not any("policy" in policy.abilities_of(name) for name in accounts):
+        raise ApiError(
+            400,
+            "the policy is refused: no existing account would hold the 'policy' admin ability, so nobody could "
+            "change it again through the gateway; give one (yours: " + repr(by) + ") a role with admin: [policy]",
+        )
+    return put_in_force(context, policy, text, by=f"user:{by}", source="api", write_to=target)
+
+
 @router.get("")
 def show_policy(_: PolicyAdmin, context: Gateway) -> PolicyOut:
     path = context.policy_path
@@ -43,20 +64,8 @@ def show_policy(_: PolicyAdmin, context: Gateway) -> PolicyOut:
 async def apply_policy(body: PolicyIn, who: PolicyAdmin, context: Gateway) -> AppliedOut:
     """Validate the whole policy, refuse it with the line and the reason, or record it, end what it no
     longer allows, write it to the gateway's policy file and put it in force."""
-    try:
-        policy = parse_policy(body.text)
-    except PolicyError as exc:
-        raise ApiError(400, f"the policy is refused, {exc}; nothing changed") from None
-    if not any("policy" in policy.abilities_of(user) for user in policy.users):
-        raise ApiError(
-            400,
-            "the policy is refused: no user in it holds the 'policy' admin ability, so nobody could change it "
-            "again through the gateway; keep a role with admin: [policy] that a user holds",
-        )
     target = context.policy_path or default_policy_path(context)
-    applied = await run_in_threadpool(
-        lambda: put_in_force(context, policy, body.text, by=f"user:{who.name}", source="api", write_to=target)
-    )
+    applied = await run_in_threadpool(lambda: _apply(context, body.text, who.name, target))
     context.policy_path = target
     return AppliedOut(
         sha256=applied.sha256,

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from keyhole.gateway import instances, sessions
-from keyhole.gateway.access import check_probe, observer, refuse
+from keyhole.gateway.access import check_probe, observer, refuse, still_in_force
 from keyhole.gateway.api_auth import AnyUser, Gateway
 from keyhole.gateway.api_errors import ApiError
 from keyhole.gateway.audit_log import append
@@ -97,10 +97,12 @@ def set_probe(session_id: str, body: ProbeRequest, who: AnyUser, context: Gatewa
     with context.transaction() as db:
         live = sessions.live_session(db, who, session_id)
         service, grant_id = live.service, live.grant_id
+    checked = context.policy
     grant = check_probe(context, who, service, grant_id, fields["kind"])
     if grant.reveal:
         fields["reveal"] = list(grant.reveal)  # the viewer's roles decide; the agent redacts for them
     with context.audited() as db:
+        still_in_force(context, checked)
         session = sessions.live_session(db, who, session_id)
         agents = instances.service_instances(db, session.service)
         if body.instance is not None and body.instance not in {a.id for a in agents}:

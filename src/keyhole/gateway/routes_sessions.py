@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from keyhole.gateway import instances, sessions
-from keyhole.gateway.access import check_session, grant_still_live, observer
+from keyhole.gateway.access import check_session, grant_still_live, observer, still_in_force
 from keyhole.gateway.api_auth import AnyUser, Gateway
 from keyhole.gateway.api_errors import ApiError
 from keyhole.gateway.audit_log import append
@@ -87,8 +87,10 @@ def _user_name(db: Session, user_id: int) -> str:
 @router.post("", status_code=201)
 def open_session(body: SessionRequest, who: AnyUser, context: Gateway) -> SessionOut:
     ttl = seconds(body.ttl, sessions.DEFAULT_TTL, LONGEST_SESSION, "session ttl")
+    checked = context.policy
     grant = check_session(context, who, body.service, ttl)
     with context.audited() as db:
+        still_in_force(context, checked)
         if not grant_still_live(db, grant.grant_id):
             raise ApiError(409, "the access grant this session needed was revoked or ended a moment ago")
         row = sessions.open_session(

@@ -6,8 +6,9 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
+from keyhole.gateway.access import abilities
 from keyhole.gateway.api_auth import Gateway, UsersAdmin
-from keyhole.gateway.api_errors import ApiError
+from keyhole.gateway.api_errors import ApiError, Forbidden
 from keyhole.gateway.audit_log import append
 from keyhole.gateway.models import User
 from keyhole.gateway.users import ROLES, UserError, UserExists, add_user
@@ -29,6 +30,13 @@ class UserOut(BaseModel):
 
 @router.post("", status_code=201, responses={400: {"description": "invalid or taken name, weak password"}})
 def create_user(body: NewUser, who: UsersAdmin, context: Gateway) -> UserOut:
+    # The policy grants by name: making the account a name stands for is granting what the name holds.
+    wider = context.policy.abilities_of(body.name) - abilities(context, who) if context.policy else frozenset()
+    if wider and "policy" not in abilities(context, who):
+        raise Forbidden(
+            f"the policy gives {body.name!r} admin abilities you do not hold ({', '.join(sorted(wider))}); "
+            "a holder of the 'policy' ability must create this account"
+        )
     try:
         with context.audited() as db:
             append(db, f"user:{who.name}", "user.add", name=body.name, role=body.role)

@@ -123,11 +123,16 @@ def _expire(context: GatewayContext) -> Expired:
     """Agents connected and gone, expiry, and a signed checkpoint of the audit log when it grew (so
     that a change to an entry is caught against a signature within a second of it being written)."""
     arrived, departed = context.connections.changes()
+    try:
+        with context.audited() as db:
+            for instance in arrived:
+                audit_log.append(db, f"agent:{instance}", "agent.connect", via="poll")
+            for instance in departed:
+                audit_log.append(db, "gateway", "agent.disconnect", instance=instance)
+    except SQLAlchemyError:
+        context.connections.unreport(arrived, departed)  # the next sweep records them
+        raise
     with context.audited() as db:
-        for instance in arrived:
-            audit_log.append(db, f"agent:{instance}", "agent.connect", via="poll")
-        for instance in departed:
-            audit_log.append(db, "gateway", "agent.disconnect", instance=instance)
         expired = expire_due(db, time.time())
         for session in sorted(expired.sessions):
             audit_log.append(db, "gateway", "session.expire", session=session)
@@ -158,6 +163,8 @@ def _reload_policy(context: GatewayContext) -> None:
         apply_policy_file(context, path, "gateway")
     except GatewayError as exc:
         _log.error("%s; the policy in force stays", exc)
+    except SQLAlchemyError as exc:
+        _log.error("could not record the policy in %s (%s); the policy in force stays", path, type(exc).__name__)
 
 
 async def _serve(context: GatewayContext, servers: list[tuple[_Server, socket.socket]]) -> None:

@@ -3,13 +3,12 @@ or an observer of its service, or expired) removes its probes from every agent a
 
 from __future__ import annotations
 
-import itertools
 import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from keyhole.gateway.api_errors import ApiError, Forbidden
@@ -67,7 +66,7 @@ def visible_session(db: Session, who: Caller, session_id: str, observer: Observe
         raise ApiError(404, f"no session {session_id!r}; list yours with: keyhole session list")
     if row.user_id != who.user_id and not observer(row.service):
         raise Forbidden(
-            f"session {session_id} is another user's; only its owner and observers of {row.service!r} may see it"
+            f"session {session_id} is another user's; only its owner and observers of its service may see it"
         )
     return row
 
@@ -106,11 +105,11 @@ def end_session(db: Session, row: DebugSession, reason: str) -> bool:
 
 def sessions_of(db: Session, who: Caller, observer: Observer = only_own) -> list[DebugSession]:
     """The caller's sessions and those on services the caller observes, newest first."""
-    query = select(DebugSession).order_by(DebugSession.created_at.desc())
+    query = select(DebugSession).order_by(DebugSession.created_at.desc()).limit(200)
     if observer is only_own:
-        return list(db.scalars(query.where(DebugSession.user_id == who.user_id).limit(200)))
-    found = (row for row in db.scalars(query.limit(5000)) if row.user_id == who.user_id or observer(row.service))
-    return list(itertools.islice(found, 200))
+        return list(db.scalars(query.where(DebugSession.user_id == who.user_id)))
+    observed = [s for s in db.scalars(select(DebugSession.service).distinct()) if observer(s)]
+    return list(db.scalars(query.where(or_(DebugSession.user_id == who.user_id, DebugSession.service.in_(observed)))))
 
 
 @dataclass

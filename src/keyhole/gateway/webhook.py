@@ -39,6 +39,8 @@ ANNOUNCED = frozenset(
         "policy.apply",
     }
 )
+REFUSED = "access.denied"
+REFUSALS_EVERY = 60.0
 SIGNATURE_HEADER = "X-Keyhole-Signature"
 QUEUE_SIZE = 1000
 TRIES = 3
@@ -60,10 +62,25 @@ def read_secret(path: Path) -> bytes:
 
 
 def check_url(url: str) -> str:
-    parts = urlsplit(url)
+    """An https URL, or http to this machine only (what it carries names people and what they did)."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        parts = urlsplit("")
     if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise GatewayError(f"--webhook must be an http(s) URL such as https://hooks.example/keyhole (got {url!r})")
+        raise GatewayError("--webhook must be an https URL such as https://hooks.example/keyhole")
+    if parts.username is not None or parts.password is not None:
+        raise GatewayError("--webhook must not carry a user name or password; the signature authenticates it")
+    if parts.scheme == "http" and parts.hostname not in ("127.0.0.1", "::1", "localhost"):
+        raise GatewayError("--webhook over plain http is only for this machine (127.0.0.1); use https")
     return url
+
+
+def _where(url: str) -> str:
+    """The URL as it may be logged: a path can hold the receiver's own secret."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def signature(secret: bytes, timestamp: int, body: bytes) -> str:
@@ -84,6 +101,8 @@ class Webhook:
         self._queue: queue.Queue[bytes | None] = queue.Queue(QUEUE_SIZE)
         self._thread: threading.Thread | None = None
         self._alerted: set[str] = set()
+        self._lock = threading.Lock()
+        self._refused: dict[str, tuple[float, int]] = {}  # actor -> (last announced, not announced since)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._deliver_all, name="keyhole-webhook", daemon=True)
@@ -105,7 +124,26 @@ class Webhook:
         for action, body in appended:
             if action in ANNOUNCED:
                 entry = json.loads(body)
+                if action == REFUSED:
+                    held = self._refusals_to_hold(str(entry.get("actor")))
+                    if held is None:
+                        continue
+                    entry["refusals_not_announced"] = held
                 self._put({"event": action, **entry})
+
+    def _refusals_to_hold(self, actor: str) -> int | None:
+        """A user's refusals are announced at most once a minute, the next one saying how many were not:
+        a loop of refused calls must not fill the queue and crowd out the alerts behind it."""
+        with self._lock:
+            now = time.monotonic()
+            last, held = self._refused.get(actor, (-REFUSALS_EVERY, 0))
+            if now - last < REFUSALS_EVERY:
+                self._refused[actor] = (last, held + 1)
+                return None
+            self._refused[actor] = (now, 0)
+            if len(self._refused) > 10_000:
+                self._refused = {a: v for a, v in self._refused.items() if now - v[0] < REFUSALS_EVERY}
+            return held
 
     def alert(self, event: str, message: str) -> None:
         """A security alert that is not an audit entry (the log was rewritten); once per run."""
@@ -123,7 +161,10 @@ class Webhook:
         # No redirects (the URL is the one configured) and no proxies from the environment: rule 6.
         with httpx.Client(timeout=TIMEOUT, follow_redirects=False, trust_env=False, verify=self._verify) as client:
             while (body := self._queue.get()) is not None:
-                self._deliver(client, body)
+                try:
+                    self._deliver(client, body)
+                except Exception as exc:
+                    _log.error("webhook %s: %s delivering %s", _where(self.url), type(exc).__name__, _event(body))
 
     def _deliver(self, client: httpx.Client, body: bytes) -> None:
         problem = ""
@@ -142,7 +183,9 @@ class Webhook:
             if answer.is_success:
                 return
             problem = f"HTTP {answer.status_code}"
-        _log.error("webhook %s: could not deliver %s after %d tries (%s)", self.url, _event(body), TRIES, problem)
+        _log.error(
+            "webhook %s: could not deliver %s after %d tries (%s)", _where(self.url), _event(body), TRIES, problem
+        )
 
 
 def _event(body: bytes) -> str:
