@@ -131,6 +131,18 @@ def test_a_role_reaches_only_its_services_for_only_its_time(
     assert keyhole("session", "close", config=users["bob"]).returncode == 0
 
 
+def _snapshots(config: Path) -> list[dict[str, Any]]:
+    """The current session's snapshot events, once there is one (15 s at most)."""
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        result = keyhole("events", "--json", config=config)
+        found = [json.loads(e) for e in result.stdout.splitlines() if json.loads(e)["kind"] == "snapshot"]
+        if found:
+            return found
+        time.sleep(0.2)
+    raise AssertionError(f"no snapshot in the session of {config.name}")
+
+
 def test_probe_kinds_follow_the_role_and_reveal_is_the_viewers(
     served: tuple[RunningGateway, Path], users: dict[str, Path], service: Service
 ) -> None:
@@ -145,14 +157,7 @@ def test_probe_kinds_follow_the_role_and_reveal_is_the_viewers(
                 assert refused.returncode == 1 and "do not grant function probes" in refused.stderr
             snap = keyhole("snap", line, config=config)
             assert snap.returncode == 0, snap.stderr
-            deadline = time.monotonic() + 15
-            events: list[dict[str, object]] = []
-            while not events and time.monotonic() < deadline:
-                result = keyhole("events", "--json", config=config)
-                events = [json.loads(e) for e in result.stdout.splitlines() if json.loads(e)["kind"] == "snapshot"]
-                time.sleep(0.2)
-            assert events, f"no snapshot for {name}"
-            shown[name] = events[0]["frames"][0]["locals"]  # type: ignore[index]
+            shown[name] = _snapshots(config)[0]["frames"][0]["locals"]
         finally:
             keyhole("session", "close", config=config)
     assert shown["alice"]["email"] == {"@redacted": "pii"}
@@ -403,13 +408,8 @@ def test_an_observer_sees_only_what_the_observers_own_roles_reveal(
     session = out.split()[1]
     try:
         assert keyhole("snap", f"orders.py:{probe_line()}", config=bob).returncode == 0
-        deadline = time.monotonic() + 15
-        mine: list[dict[str, Any]] = []
-        while not mine and time.monotonic() < deadline:
-            result = keyhole("events", "--json", config=bob)
-            mine = [json.loads(e) for e in result.stdout.splitlines() if json.loads(e)["kind"] == "snapshot"]
-            time.sleep(0.2)
-        assert mine and mine[0]["frames"][0]["locals"]["email"] == "ann@example.com"  # bob's role reveals pii
+        mine = _snapshots(bob)
+        assert mine[0]["frames"][0]["locals"]["email"] == "ann@example.com"  # bob's role reveals pii
         token = json.loads((users["dave"] / "credentials.json").read_text())["access_token"]
         with gateway.client() as client:
             answer = client.get(f"/v1/sessions/{session}/events", headers={"Authorization": f"Bearer {token}"})

@@ -61,16 +61,19 @@ def _checkpoints(db: Session, key: Ed25519PublicKey) -> list[Checkpoint]:
     return found
 
 
-def _kept(note: str | None, key: Ed25519PublicKey) -> Checkpoint | None:
-    if note is None:
-        return None
+def _opened(note: str, key: Ed25519PublicKey, which: str) -> Checkpoint:
+    """A checkpoint signed by `key` for its own log, or Tampered naming `which` checkpoint it is."""
     try:
-        kept = open_note(note, key)
+        checkpoint = open_note(note, key)
     except NoteError as exc:
-        raise Tampered(f"the checkpoint you kept: {exc}") from None
-    if kept.origin != origin_for(key):
-        raise Tampered(f"the checkpoint you kept is of another log ({kept.origin})")
-    return kept
+        raise Tampered(f"{which}: {exc}") from None
+    if checkpoint.origin != origin_for(key):
+        raise Tampered(f"{which} is of another log ({checkpoint.origin})")
+    return checkpoint
+
+
+def _kept(note: str | None, key: Ed25519PublicKey) -> Checkpoint | None:
+    return None if note is None else _opened(note, key, "the checkpoint you kept")
 
 
 def _entries_with_leaves(db: Session) -> Iterator[tuple[int, object, object, object, object, object]]:
@@ -207,12 +210,7 @@ def verify_served(
     positions, and the tree they make held to a checkpoint the gateway signed just before they were
     read, and to the one an auditor kept. A kept checkpoint is what makes this more than the gateway's
     word: a log rewritten behind it, or a gateway that changed its key, fails here."""
-    try:
-        latest = open_note(latest_note, key)
-    except NoteError as exc:
-        raise Tampered(f"the gateway's checkpoint: {exc}") from None
-    if latest.origin != origin_for(key):
-        raise Tampered(f"the gateway's checkpoint is of another log ({latest.origin})")
+    latest = _opened(latest_note, key, "the gateway's checkpoint")
     kept = _kept(kept_note, key)
     frontier = Frontier()
     for body in bodies:
