@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import NoReturn
 
 from sqlalchemy.orm import Session
 
@@ -37,11 +36,6 @@ class Grant:
 
 
 OPEN = Grant(probes=frozenset(KINDS), max_session=MAX_TTL, reveal=())
-
-
-def refuse(context: GatewayContext, who: Caller, action: str, reason: str) -> NoReturn:
-    """A 403 with its reason; it is recorded before it is answered (`refusals`)."""
-    raise Forbidden(reason, action)
 
 
 def abilities(context: GatewayContext, who: Caller) -> frozenset[str]:
@@ -97,9 +91,7 @@ def _roles(context: GatewayContext, who: Caller, service: str, action: str) -> l
     assert context.policy is not None
     roles = [role for role in context.policy.roles_of(who.name) if role.covers(service)]
     if not roles:
-        refuse(
-            context, who, action, f"no role of yours reaches service {service!r}; ask an admin for a role in the policy"
-        )
+        raise Forbidden(f"no role of yours reaches service {service!r}; ask an admin for a role in the policy", action)
     return roles
 
 
@@ -126,21 +118,17 @@ def check_session(context: GatewayContext, who: Caller, service: str, ttl: float
             approved = active_grant(db, who, [role.name for role in gated], service)
     granted = next((role for role in gated if approved is not None and role.name == approved.role), None)
     if not free and granted is None:
-        refuse(
-            context,
-            who,
-            "session.open",
+        raise Forbidden(
             f"your roles ({', '.join(r.name for r in gated)}) need an approval for service {service!r}: "
             f"keyhole access request --role {gated[0].name} --service {service} --reason TEXT",
+            "session.open",
         )
     grant = _grant(free, granted, approved)
     if ttl > grant.max_session:
-        refuse(
-            context,
-            who,
-            "session.open",
+        raise Forbidden(
             f"your roles allow sessions of at most {format_duration(grant.max_session)} on {service!r}; "
             "ask for a shorter --ttl",
+            "session.open",
         )
     return grant
 
@@ -170,7 +158,7 @@ def session_grant(context: GatewayContext, who: Caller, service: str, grant_id: 
             approved = db.get(AccessRequest, grant_id)
     grant = grant_under(context.policy, who.name, service, approved)
     if grant is None:
-        refuse(context, who, "probe.set", f"the grant this session was opened under has ended on {service!r}")
+        raise Forbidden(f"the grant this session was opened under has ended on {service!r}", "probe.set")
     return grant
 
 
@@ -178,7 +166,7 @@ def check_probe(context: GatewayContext, who: Caller, service: str, grant_id: st
     grant = session_grant(context, who, service, grant_id)
     if kind in KINDS and kind not in grant.probes:  # an unknown kind is the spec validator's to explain
         allowed = ", ".join(sorted(grant.probes)) or "none"
-        refuse(context, who, "probe.set", f"your roles do not grant {kind} probes on {service!r} (granted: {allowed})")
+        raise Forbidden(f"your roles do not grant {kind} probes on {service!r} (granted: {allowed})", "probe.set")
     return grant
 
 

@@ -25,10 +25,6 @@ class Connections:
         self._instances: dict[str, _Presence] = {}
         self._recorded: set[str] = set()  # whose connection the audit log has, and not yet its end
 
-    def seen(self, instance: str) -> None:
-        with self._lock:
-            self._touch(instance)
-
     def said_hello(self, instance: str) -> None:
         """Its hello recorded the connection in the audit log."""
         with self._lock:

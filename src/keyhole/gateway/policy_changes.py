@@ -73,6 +73,7 @@ def _withdrawals(db: Session, policy: Policy, applied: Applied) -> tuple[list[De
         grant = grant_under(policy, names.get(session.user_id, ""), session.service, approved)
         if grant is None:
             ending.append(session)
+            applied.services.add(session.service)
             continue
         for probe in db.scalars(
             select(ProbeRecord).where(ProbeRecord.session_id == session.id, ProbeRecord.removed_at.is_(None))
@@ -80,11 +81,9 @@ def _withdrawals(db: Session, policy: Policy, applied: Applied) -> tuple[list[De
             reveal = set(json.loads(probe.spec).get("reveal") or ())
             if probe.kind not in grant.probes or not reveal <= set(grant.reveal):
                 removing.append(probe)
+                applied.services.add(session.service)
     applied.sessions_ended = [s.id for s in ending]
     applied.probes_removed = [p.id for p in removing]
-    applied.services = {s.service for s in ending} | {
-        s.service for s in db.scalars(select(DebugSession).where(DebugSession.id.in_({p.session_id for p in removing})))
-    }
     return ending, removing
 
 

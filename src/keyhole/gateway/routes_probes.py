@@ -9,9 +9,9 @@ from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from keyhole.gateway import instances, sessions
-from keyhole.gateway.access import check_probe, observer, refuse, still_in_force
+from keyhole.gateway.access import check_probe, observer, still_in_force
 from keyhole.gateway.api_auth import AnyUser, Gateway
-from keyhole.gateway.api_errors import ApiError
+from keyhole.gateway.api_errors import ApiError, Forbidden
 from keyhole.gateway.audit_log import append
 from keyhole.gateway.context import GatewayContext
 from keyhole.gateway.models import Instance, ProbeRecord, ProbeStatus
@@ -88,11 +88,8 @@ def set_probe(session_id: str, body: ProbeRequest, who: AnyUser, context: Gatewa
     fields = body.model_dump(exclude={"instance"}, exclude_none=True)
     if fields.get("reveal"):
         # Who may see which redacted classes is a role's grant (policy), not the asker's choice.
-        refuse(
-            context,
-            who,
-            "probe.set",
-            "revealing redacted values needs a role that grants it; probes show redacted values",
+        raise Forbidden(
+            "revealing redacted values needs a role that grants it; probes show redacted values", "probe.set"
         )
     with context.transaction() as db:
         live = sessions.live_session(db, who, session_id)

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from keyhole.gateway.errors import GatewayError
+from keyhole.protocol.events import format_timestamp
 
 _log = logging.getLogger("keyhole.gateway")
 
@@ -149,7 +150,7 @@ class Webhook:
         """A security alert that is not an audit entry (the log was rewritten); once per run."""
         if event not in self._alerted:
             self._alerted.add(event)
-            self._put({"event": event, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "message": message})
+            self._put({"event": event, "at": format_timestamp(time.time()), "message": message})
 
     def _put(self, payload: dict[str, object]) -> None:
         try:
