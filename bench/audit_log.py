@@ -63,7 +63,7 @@ def _details(n: int) -> dict[str, Any]:
 
 
 def _append_rate(context: Any, seconds: float) -> float:
-    from keyhole.gateway import audit_log
+    from keyhole.gateway.audit import log as audit_log
 
     count, started = 0, time.perf_counter()
     while time.perf_counter() - started < seconds:
@@ -135,8 +135,8 @@ def _ingest_load(gateway: Gateway, stop: threading.Event) -> dict[str, float]:
 def _bulk_append(database: Path, count: int) -> float:
     """Grow the log by `count` entries, fast: the gateway's entry_body and node hashes, written in big
     transactions straight into its database (while it runs: its writes wait for ours)."""
-    from keyhole.gateway.audit_log import entry_body
-    from keyhole.gateway.merkle import leaf_hash, node_hash
+    from keyhole.gateway.audit.log import entry_body
+    from keyhole.verifier.merkle import leaf_hash, node_hash
 
     started = time.perf_counter()
     with sqlite3.connect(database, isolation_level=None, timeout=60) as db:
@@ -196,10 +196,10 @@ def _verify(gateway: Gateway, config: Path) -> tuple[float, str]:
 
 
 def _proofs(gateway: Gateway, samples: int) -> dict[str, Any]:
-    from keyhole.gateway.audit_notes import open_note
-    from keyhole.gateway.merkle import leaf_hash, verify_inclusion
-    from keyhole.gateway.signing_key import load_signing_key
-    from keyhole.gateway.state_paths import StatePaths
+    from keyhole.gateway.storage.signing_key import load_signing_key
+    from keyhole.gateway.storage.state_paths import StatePaths
+    from keyhole.verifier.checkpoints import open_note
+    from keyhole.verifier.merkle import leaf_hash, verify_inclusion
 
     checkpoint = gateway.api("POST", "/v1/audit/checkpoint")
     key = load_signing_key(StatePaths(gateway.data).signing_key).public_key()
@@ -240,7 +240,7 @@ def main() -> int:
     parser.add_argument("--proofs", type=int, default=200)
     args = parser.parse_args()
     from keyhole.gateway.context import GatewayContext
-    from keyhole.gateway.state_paths import StatePaths
+    from keyhole.gateway.storage.state_paths import StatePaths
 
     results: dict[str, Any] = {"bench": "audit_log"}
     began = time.monotonic()

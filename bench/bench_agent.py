@@ -82,8 +82,8 @@ class Keyhole:
         if kind in ("log", "snapshot"):
             # The highest rate a probe file may ask for is 100 000/s, and log lines have a byte budget:
             # this loop exceeds both, and the benchmark is for the cost of every hit making its event.
-            from keyhole.agent.probes import LogProbe
-            from keyhole.agent.rate_limit import ByteBudget, RateLimiter
+            from keyhole.agent.probes.kinds import LogProbe
+            from keyhole.agent.probes.rate_limit import ByteBudget, RateLimiter
 
             probe = self.agent._entries[probe_id].probe
             probe.limiter = RateLimiter(None)

@@ -232,7 +232,7 @@ def running_gateway(profile: bool = False) -> Iterator[Gateway]:
 
 def link_config(gateway: Gateway, service: str, token: str, deadman_grace: float = 60.0) -> Any:
     """The LinkConfig a real agent builds from KEYHOLE_GATEWAY, KEYHOLE_ENROLL_TOKEN and KEYHOLE_CA."""
-    from keyhole.agent.link_config import build_config
+    from keyhole.agent.link.config import build_config
 
     return build_config(
         gateway.url, service=service, token=token, ca=gateway.ca_pem, deadman_grace=deadman_grace, environ={}
@@ -378,7 +378,7 @@ def print_profile(path: Path) -> None:
     print("  all threads, sampled: with what they call (inclusive), top 20:")
     skip = ("asyncio/", "anyio/", "<module>", "contextlib.py", "typer/", "click/", "keyhole/cli/", "server.py:143")
     skip += ("_profiled_serve", "uvicorn/server.py", "runners.py", "threading.py", "concurrent/futures", "starlette/")
-    skip += ("fastapi/", "uvicorn/protocols", "api_errors.py")
+    skip += ("fastapi/", "uvicorn/protocols", "error_answers.py")
     for where, cpu in [(w, c) for w, c in profile["inclusive"] if not any(s in w for s in skip)][:20]:
         print(f"    {cpu / total:6.1%}  {where}")
 

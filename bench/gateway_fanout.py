@@ -4,9 +4,9 @@
 
 A gateway runs in a temporary directory. The agents are long-poll clients made of the real link's
 parts, 25 threads to a worker process (100 agent processes would not fit on two cores): each one
-enrolls with its own token (keyhole.agent.identity.enroll), says hello and long-polls the probe set
-over mutual TLS with keyhole.agent.link_http.JsonClient, verifies each new probe command with
-keyhole.agent.signed_probes.check_command, and uploads an "installed" status on its second
+enrolls with its own token (keyhole.agent.link.identity.enroll), says hello and long-polls the probe set
+over mutual TLS with keyhole.agent.link.https_client.JsonClient, verifies each new probe command with
+keyhole.agent.link.signed_probes.check_command, and uploads an "installed" status on its second
 connection, as GatewayLink does. Then, probe after probe, the benchmark sets a snapshot probe with
 the CLI's own call (POST /v1/sessions/{id}/probes, a new HTTPS connection each time, as
 `keyhole snap` makes it) and polls it as `keyhole snap` does until every agent reported installed.
@@ -50,7 +50,7 @@ SERVICE = "fanout"
 GOAL_P99_MS = 100.0
 POLL_WAIT = 20.0  # what GatewayLink asks for with the default dead-man grace (60 s / 3)
 PROBE_TIMEOUT = 10.0
-SNAP_REPORT_WAIT = 5.0  # keyhole.cli.probe_commands.REPORT_WAIT
+SNAP_REPORT_WAIT = 5.0  # keyhole.cli.engineer.probe_commands.REPORT_WAIT
 ISOLATE_PAUSE = 1.0
 MODES = ("agent", "no-status", "isolate")
 
@@ -72,8 +72,8 @@ class LinkClient:
         self.digest = ""
 
     def run(self, stop: threading.Event) -> None:
-        from keyhole.agent.identity import enroll
-        from keyhole.agent.link_http import JsonClient
+        from keyhole.agent.link.https_client import JsonClient
+        from keyhole.agent.link.identity import enroll
         from keyhole.protocol.link import HELLO_PATH, PROBES_PATH
 
         identity = enroll(self.config)
@@ -106,7 +106,7 @@ class LinkClient:
 
     def verify(self, envelopes: list[dict[str, str]], signing_key: bytes) -> dict[str, str]:
         """What GatewayLink._apply checks: each new or changed command, signature first."""
-        from keyhole.agent.signed_probes import check_command
+        from keyhole.agent.link.signed_probes import check_command
         from keyhole.protocol.redaction import DEFAULT_RULES
 
         wanted = {}
@@ -138,7 +138,7 @@ class LinkClient:
 
 
 def worker(spec: dict[str, Any]) -> int:
-    from keyhole.agent.link_config import build_config
+    from keyhole.agent.link.config import build_config
 
     lock = threading.Lock()
 

@@ -124,7 +124,7 @@ def measure(mode: str, seconds: float, settings: dict[str, str]) -> dict[str, An
     link_state = None
     if mode == "agent":
         import keyhole
-        from keyhole.agent.gateway_link import active_link
+        from keyhole.agent.link.gateway_link import active_link
 
         keyhole.start(settings["url"], service=SERVICE, token=settings["token"], ca=settings["ca"])
         link = active_link()

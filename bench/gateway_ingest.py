@@ -169,8 +169,8 @@ class Uploader:
 
 
 def enroll_uploaders(gateway: Gateway, count: int) -> list[Uploader]:
-    from keyhole.agent.identity import enroll
-    from keyhole.agent.link_http import JsonClient
+    from keyhole.agent.link.https_client import JsonClient
+    from keyhole.agent.link.identity import enroll
     from keyhole.protocol.link import HELLO_PATH
 
     uploaders = []

@@ -9,14 +9,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from keyhole.agent.agent import Agent
+    from keyhole.agent.core.agent import Agent
 
 __version__ = "0.1.0"
 
 
 def start(gateway: str | None = None, **settings: Any) -> Agent:
-    """Start an agent in this process, linked to a gateway. See keyhole.agent.start.start."""
-    from keyhole.agent.start import start as start_agent
+    """Start an agent in this process, linked to a gateway. See keyhole.agent.link.start.start."""
+    from keyhole.agent.link.start import start as start_agent
 
     return start_agent(gateway, **settings)
 

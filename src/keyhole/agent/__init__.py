@@ -3,10 +3,10 @@
 Only the standard library, keyhole.protocol and (on Python 3.11) the bytecode package are imported.
 """
 
-from keyhole.agent.agent import Agent, ProbeHandle, active_agent
-from keyhole.agent.backend import BackendUnavailable
+from keyhole.agent.core.agent import Agent, ProbeHandle, active_agent
+from keyhole.agent.core.sinks import CallbackSink, JsonlFileSink, Sink
 from keyhole.agent.errors import AgentError, AgentStateError, EvalError
-from keyhole.agent.sinks import CallbackSink, JsonlFileSink, Sink
+from keyhole.agent.instrumentation.backend import BackendUnavailable
 
 __all__ = [
     "Agent",

@@ -67,8 +67,8 @@ def run(
     Usage: keyhole run --probes probes.yaml [--out events.jsonl] -- python app.py [ARG...]
     or:    KEYHOLE_ENROLL_TOKEN=... keyhole run --gateway URL --service NAME --ca ca.pem -- python app.py
     """
+    from keyhole.cli.launcher.run import execute, plan_gateway_run, plan_run, prepare_out
     from keyhole.cli.options import labels_option
-    from keyhole.cli.run import execute, plan_gateway_run, plan_run, prepare_out
 
     if gateway is not None or service is not None:
         if probes != Path():
@@ -97,7 +97,7 @@ def events(
     """Show events of the current session (or of a file keyhole run wrote, with --file): snapshots as
     a stack with a tree of locals, log lines, metrics, status."""
     if file == Path():
-        from keyhole.cli.session_events import show_session_events
+        from keyhole.cli.engineer.session_events import show_session_events
 
         show_session_events(as_json=as_json, probe=probe, follow=follow)
         return
@@ -106,15 +106,15 @@ def events(
     show_events(file, as_json=as_json, probe=probe, follow=follow)
 
 
-from keyhole.cli import probe_commands  # noqa: E402
-from keyhole.cli.access_commands import access_app  # noqa: E402
-from keyhole.cli.account_commands import login, logout, user_app  # noqa: E402
-from keyhole.cli.agent_commands import agent_app, agents  # noqa: E402
-from keyhole.cli.audit_commands import audit_app  # noqa: E402
+from keyhole.cli.admin.agent_commands import agent_app, agents  # noqa: E402
+from keyhole.cli.admin.audit_commands import audit_app  # noqa: E402
+from keyhole.cli.admin.gateway_commands import gateway_app  # noqa: E402
+from keyhole.cli.admin.policy_commands import policy_app  # noqa: E402
 from keyhole.cli.demo import demo  # noqa: E402
-from keyhole.cli.gateway_commands import gateway_app  # noqa: E402
-from keyhole.cli.policy_commands import policy_app  # noqa: E402
-from keyhole.cli.session_commands import session_app  # noqa: E402
+from keyhole.cli.engineer import probe_commands  # noqa: E402
+from keyhole.cli.engineer.access_commands import access_app  # noqa: E402
+from keyhole.cli.engineer.account_commands import login, logout, user_app  # noqa: E402
+from keyhole.cli.engineer.session_commands import session_app  # noqa: E402
 
 app.add_typer(gateway_app, name="gateway")
 app.add_typer(user_app, name="user")

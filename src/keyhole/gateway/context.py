@@ -16,18 +16,18 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from keyhole.gateway.audit_log import APPENDED
-from keyhole.gateway.authority import Issued, load_ca
-from keyhole.gateway.connections import Connections
-from keyhole.gateway.database import migrate, open_engine, session_factory
+from keyhole.gateway.access.policy import Policy
+from keyhole.gateway.agents.authority import Issued, load_ca
+from keyhole.gateway.agents.connections import Connections
+from keyhole.gateway.agents.notifier import Notifier
+from keyhole.gateway.agents.probe_set_answers import ProbeSetAnswers
+from keyhole.gateway.audit.log import APPENDED
+from keyhole.gateway.audit.webhook import Webhook
 from keyhole.gateway.errors import GatewayError
-from keyhole.gateway.notifier import Notifier
-from keyhole.gateway.policy import Policy
-from keyhole.gateway.probe_commands import LiveProbe, live_probes
-from keyhole.gateway.probe_set_answers import ProbeSetAnswers
-from keyhole.gateway.signing_key import load_signing_key
-from keyhole.gateway.state_paths import StatePaths
-from keyhole.gateway.webhook import Webhook
+from keyhole.gateway.sessions.probe_commands import LiveProbe, live_probes
+from keyhole.gateway.storage.database import migrate, open_engine, session_factory
+from keyhole.gateway.storage.signing_key import load_signing_key
+from keyhole.gateway.storage.state_paths import StatePaths
 
 
 def _reason(exc: BaseException) -> str:

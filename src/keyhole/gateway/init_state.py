@@ -10,13 +10,13 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from keyhole.gateway.authority import create_ca, issue_server
-from keyhole.gateway.database import migrate, open_engine, session_factory
+from keyhole.gateway.agents.authority import create_ca, issue_server
 from keyhole.gateway.errors import GatewayError, StateExists
-from keyhole.gateway.passwords import new_password, password_problem
-from keyhole.gateway.signing_key import new_signing_key_pem
-from keyhole.gateway.state_paths import StatePaths, write_public, write_secret
-from keyhole.gateway.users import add_user
+from keyhole.gateway.identity.passwords import new_password, password_problem
+from keyhole.gateway.identity.users import add_user
+from keyhole.gateway.storage.database import migrate, open_engine, session_factory
+from keyhole.gateway.storage.signing_key import new_signing_key_pem
+from keyhole.gateway.storage.state_paths import StatePaths, write_public, write_secret
 
 DEFAULT_HOSTS = ["localhost", "127.0.0.1", "::1"]
 

@@ -17,13 +17,14 @@ import uvicorn
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
-from keyhole.gateway import access_requests, audit_log
-from keyhole.gateway.app import create_agent_app, create_user_app
+from keyhole.gateway.access import approvals as access_requests
+from keyhole.gateway.access.policy_changes import apply_policy_file
+from keyhole.gateway.api.app import create_agent_app, create_user_app
+from keyhole.gateway.api.tls_peer import PeerCertHttpToolsProtocol
+from keyhole.gateway.audit import log as audit_log
 from keyhole.gateway.context import GatewayContext
 from keyhole.gateway.errors import GatewayError
-from keyhole.gateway.policy_changes import apply_policy_file
-from keyhole.gateway.sessions import ACCESS_EXPIRED, Expired, expire_due
-from keyhole.gateway.tls_peer import PeerCertHttpToolsProtocol
+from keyhole.gateway.sessions.debug_sessions import ACCESS_EXPIRED, Expired, expire_due
 
 SWEEP_EVERY = 1.0
 _log = logging.getLogger("keyhole.gateway")

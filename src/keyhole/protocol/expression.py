@@ -2,7 +2,7 @@
 
 Conditions, watch expressions, metric values and log template fields are parsed with `ast` and
 checked here, at the time a probe is created; the agent then runs the checked tree with its own
-evaluator (keyhole.agent.evaluator), never with eval. The gateway uses this same check.
+evaluator (keyhole.agent.reading.evaluator), never with eval. The gateway uses this same check.
 
 Allowed: names, literals, attribute reads, subscripts and slices, comparisons, ``and``/``or``/``not``,
 arithmetic, conditional expressions, and calls of a fixed set of pure helpers (``len``, ``min``,

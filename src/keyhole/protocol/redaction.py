@@ -372,7 +372,7 @@ def redact_plain(value: Any, rules: RedactionRules = DEFAULT_RULES, reveal: froz
     """Redact a JSON-ready value by name and by value, without changing it in place.
 
     For a receiver of events (the gateway, on ingest: defence in depth). The agent does the same on
-    its own, faster, in keyhole.agent.shipping. Keys beginning with '@' are keyhole's annotations and
+    its own, faster, in keyhole.agent.core.shipping. Keys beginning with '@' are keyhole's annotations and
     are left alone, except those that hold application text.
     """
     if isinstance(value, str):

@@ -1,0 +1,109 @@
+"""Dispatch from an instrumented place to the probes set there.
+
+A site is what instrumentation calls: the sys.monitoring callbacks look sites up by code object; on
+Python 3.11 the injected bytecode calls a site's bound method directly. A site's probe tuple is
+replaced whole when probes come and go, so a hit never sees a half-updated list.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from keyhole.agent.probes.kinds import ExceptionProbe, FunctionProbe, LineProbe
+
+_getframe = sys._getframe
+
+
+class AgentThread:
+    """The agent's own thread: its work never produces events (it would feed itself).
+
+    `busy` is True while that thread works (it may run code a probe is set on: the standard
+    library, the embedding program's sink); only then does a hit pay for comparing thread idents.
+    """
+
+    ident = -1
+    busy = False
+
+
+class LineSite:
+    """The probes on one line of one code object.
+
+    A hit calls `counters` (C callables: next() of a plain counter's itertools.count) and then `calls`
+    (probes' on_line methods). on_line takes no frame: a probe that needs one reads sys._getframe(2)
+    itself, after its cheap checks, so a hit its rate limiter drops never materialises a frame
+    object. The depth is the same from both backends: the application's frame, the dispatcher
+    (sys.monitoring callback, or LineSite.fire on 3.11), then on_line.
+    """
+
+    __slots__ = ("calls", "counters", "line", "probes")
+
+    def __init__(self, line: int) -> None:
+        self.line = line
+        self.set_probes(())
+
+    def set_probes(self, probes: tuple[LineProbe, ...]) -> None:
+        self.probes = probes
+        self.counters: tuple[Callable[[], object], ...] = tuple(p.counter for p in probes if p.counter is not None)
+        self.calls: tuple[Callable[[], None], ...] = tuple(p.on_line for p in probes if p.counter is None)
+
+    def fire(self) -> None:
+        """Called by bytecode injected at the line (Python 3.11)."""
+        for counter in self.counters:
+            counter()
+        for call in self.calls:
+            call()
+
+
+class FunctionSite:
+    __slots__ = ("entry", "exit", "unwind")
+
+    def __init__(self) -> None:
+        self.entry: tuple[FunctionProbe, ...] = ()
+        self.exit: tuple[FunctionProbe, ...] = ()
+        self.unwind: tuple[FunctionProbe | ExceptionProbe, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.entry or self.exit or self.unwind)
+
+    def run_enter(self, frame: FrameType) -> None:
+        for probe in self.entry:
+            probe.on_enter(frame)
+
+    def run_return(self, frame: FrameType, value: Any) -> None:
+        for probe in self.exit:
+            probe.on_return(frame, value)
+
+    def run_unwind(self, frame: FrameType, exc: BaseException) -> None:
+        for probe in self.unwind:
+            probe.on_unwind(frame, exc)
+
+    # Called by injected bytecode (Python 3.11).
+    def enter(self) -> None:
+        self.run_enter(_getframe(1))
+
+    def leave(self, value: Any) -> None:
+        self.run_return(_getframe(1), value)
+
+    def fail(self, exc: BaseException) -> None:
+        self.run_unwind(_getframe(1), exc)
+
+
+class CodePlan:
+    """Everything probed in one code object: line sites by line number, and the function site."""
+
+    __slots__ = ("code", "function", "lines")
+
+    def __init__(self, code: Any) -> None:
+        self.code = code
+        self.lines: dict[int, LineSite] = {}
+        self.function = FunctionSite()
+
+    def __bool__(self) -> bool:
+        return bool(self.lines) or bool(self.function)
+
+    def line_numbers(self) -> frozenset[int]:
+        return frozenset(line for line, site in self.lines.items() if site.probes)

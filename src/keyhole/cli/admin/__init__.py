@@ -1,0 +1,1 @@
+"""The administrators' commands: the gateway itself, users, agents, the policy, the audit log."""

@@ -1,0 +1,1 @@
+"""The engineers' commands: login, sessions, probes, events, just-in-time access."""

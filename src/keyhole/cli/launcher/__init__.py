@@ -1,0 +1,1 @@
+"""The launcher: `keyhole run` and the probe file it reads."""

@@ -1,0 +1,1 @@
+"""The HTTP API: the two ASGI apps, who is calling, errors as answers, refusals recorded, and the routes."""

@@ -1,0 +1,1 @@
+"""Debug sessions and the signed probe commands that belong to them."""
