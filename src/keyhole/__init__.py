@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from keyhole.version import __version__
+
 if TYPE_CHECKING:
     from keyhole.agent.core.agent import Agent
-
-__version__ = "0.1.0"
 
 
 def start(gateway: str | None = None, **settings: Any) -> Agent:

@@ -8,8 +8,8 @@ from typing import Annotated
 
 import typer
 
-import keyhole
 from keyhole.cli.errors import CliError
+from keyhole.version import __version__
 
 app = typer.Typer(
     name="keyhole",
@@ -23,7 +23,7 @@ app = typer.Typer(
 
 def _version(value: bool) -> None:
     if value:
-        typer.echo(f"keyhole {keyhole.__version__}")
+        typer.echo(f"keyhole {__version__}")
         raise typer.Exit()
 
 

@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from types import CodeType
 from typing import Any
 
-import keyhole
 from keyhole.agent.core.cpu_budget import CpuBudget
 from keyhole.agent.core.shipping import finish_event
 from keyhole.agent.core.sinks import CallbackSink, Sink, check_sink, make_sink
@@ -38,9 +37,11 @@ from keyhole.agent.core.states import FAILED, INSTALLED, INSTALLING, PENDING, RE
 from keyhole.agent.core.worker import Schedule, run_worker, teardown
 from keyhole.agent.errors import AgentStateError, ProbeIdTaken
 from keyhole.agent.instrumentation import import_watch, locations
-from keyhole.agent.instrumentation.backend import Backend, BackendUnavailable, make_backend
+from keyhole.agent.instrumentation.backend import Backend, BackendUnavailable
+from keyhole.agent.instrumentation.backend_choice import make_backend
 from keyhole.agent.instrumentation.code_search import normalize, trace_function_active
-from keyhole.agent.instrumentation.sites import AgentThread, CodePlan, LineSite
+from keyhole.agent.instrumentation.sites import CodePlan, LineSite
+from keyhole.agent.probes.agent_thread import AgentThread
 from keyhole.agent.probes.kinds import (
     ExceptionProbe,
     FunctionProbe,
@@ -64,6 +65,7 @@ from keyhole.protocol.limits import (
 )
 from keyhole.protocol.probe_spec import FUNCTION_KINDS, LINE_KINDS, ProbeSpec
 from keyhole.protocol.redaction import DEFAULT_RULES, RedactionRules
+from keyhole.version import __version__
 
 MAX_QUEUE = 10_000
 
@@ -176,7 +178,7 @@ class Agent:
                 event="started",
                 backend=self._backend.name,
                 python=platform.python_version(),
-                keyhole=keyhole.__version__,
+                keyhole=__version__,
                 service=self.service,
             )
         )
@@ -469,7 +471,7 @@ class Agent:
         return list(targets)
 
     def _detach(self, entry: Entry) -> list[CodeType]:
-        probe = entry.probe
+        probe: object = entry.probe  # compared by identity with what the sites hold
         changed: list[CodeType] = []
         for code, line in entry.attachments:
             plan = self._plans.get(id(code))

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from keyhole.agent.core.shipping import finish_event, wall_offset
 from keyhole.agent.core.states import ACTIVE, DISABLED, INSTALLED, INSTALLING, PENDING, REMOVED, STOPPED
 from keyhole.agent.instrumentation import import_watch
-from keyhole.agent.instrumentation.sites import AgentThread
+from keyhole.agent.probes.agent_thread import AgentThread
 from keyhole.agent.probes.kinds import FunctionProbe, MetricProbe, Probe, StacksProbe
 from keyhole.agent.reading.stacks import task_stacks, thread_stacks
 from keyhole.protocol import events as ev

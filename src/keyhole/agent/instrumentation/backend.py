@@ -1,8 +1,7 @@
-"""The instrumentation backend interface, and the choice between them by Python version."""
+"""The instrumentation backend interface; backend_choice.py picks one by Python version."""
 
 from __future__ import annotations
 
-import sys
 from types import CodeType
 
 from keyhole.agent.errors import AgentError
@@ -42,13 +41,3 @@ class Backend:
     def watch_main(self, path: str, on_start: object) -> bool:
         """Call on_start(code) when the main script's module code starts; False if not supported."""
         return False
-
-
-def make_backend() -> Backend:
-    if sys.version_info >= (3, 12):
-        from keyhole.agent.instrumentation.monitoring_backend import MonitoringBackend
-
-        return MonitoringBackend()
-    from keyhole.agent.instrumentation.bytecode_backend import BytecodeBackend
-
-    return BytecodeBackend()

@@ -10,23 +10,27 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from types import FrameType
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from keyhole.agent.probes.kinds import ExceptionProbe, FunctionProbe, LineProbe
+from typing import Any, Protocol
 
 _getframe = sys._getframe
 
 
-class AgentThread:
-    """The agent's own thread: its work never produces events (it would feed itself).
+class LineTarget(Protocol):
+    """What a line site calls: a probe's C counter, or else its on_line (keyhole.agent.probes)."""
 
-    `busy` is True while that thread works (it may run code a probe is set on: the standard
-    library, the embedding program's sink); only then does a hit pay for comparing thread idents.
-    """
+    counter: Callable[[], object] | None
 
-    ident = -1
-    busy = False
+    def on_line(self) -> None: ...
+
+
+class UnwindTarget(Protocol):
+    def on_unwind(self, frame: FrameType, exc: BaseException) -> None: ...
+
+
+class CallTarget(UnwindTarget, Protocol):
+    def on_enter(self, frame: FrameType) -> None: ...
+
+    def on_return(self, frame: FrameType, value: Any) -> None: ...
 
 
 class LineSite:
@@ -45,7 +49,7 @@ class LineSite:
         self.line = line
         self.set_probes(())
 
-    def set_probes(self, probes: tuple[LineProbe, ...]) -> None:
+    def set_probes(self, probes: tuple[LineTarget, ...]) -> None:
         self.probes = probes
         self.counters: tuple[Callable[[], object], ...] = tuple(p.counter for p in probes if p.counter is not None)
         self.calls: tuple[Callable[[], None], ...] = tuple(p.on_line for p in probes if p.counter is None)
@@ -62,9 +66,9 @@ class FunctionSite:
     __slots__ = ("entry", "exit", "unwind")
 
     def __init__(self) -> None:
-        self.entry: tuple[FunctionProbe, ...] = ()
-        self.exit: tuple[FunctionProbe, ...] = ()
-        self.unwind: tuple[FunctionProbe | ExceptionProbe, ...] = ()
+        self.entry: tuple[CallTarget, ...] = ()
+        self.exit: tuple[CallTarget, ...] = ()
+        self.unwind: tuple[UnwindTarget, ...] = ()
 
     def __bool__(self) -> bool:
         return bool(self.entry or self.exit or self.unwind)

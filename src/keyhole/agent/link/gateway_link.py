@@ -20,7 +20,6 @@ import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
-import keyhole
 from keyhole.agent.core.sinks import Sink
 from keyhole.agent.errors import AgentError, ProbeIdTaken
 from keyhole.agent.link import identity as ident
@@ -31,6 +30,7 @@ from keyhole.agent.link.upload_buffer import UploadBuffer
 from keyhole.protocol import events as ev
 from keyhole.protocol.events import format_timestamp
 from keyhole.protocol.link import EVENTS_PATH, HELLO_PATH, MAX_BATCH_EVENTS, PROBES_PATH
+from keyhole.version import __version__
 
 if TYPE_CHECKING:
     from keyhole.agent.core.agent import Agent
@@ -202,7 +202,7 @@ class GatewayLink(Sink):
                 "host": socket.gethostname()[:255],
                 "pid": os.getpid(),
                 "python": platform.python_version(),
-                "keyhole": keyhole.__version__,
+                "keyhole": __version__,
                 "labels": self.config.labels,
             },
         )

@@ -24,10 +24,10 @@ import threading
 import time
 from collections.abc import Callable
 from types import FrameType
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from keyhole.agent.errors import EvalError, StepBudgetExceeded
-from keyhole.agent.instrumentation.sites import AgentThread
+from keyhole.agent.probes.agent_thread import AgentThread
 from keyhole.agent.probes.metric_aggregate import MetricAggregate
 from keyhole.agent.probes.rate_limit import ByteBudget, RateLimiter
 from keyhole.agent.reading import safe_access as sa
@@ -53,9 +53,6 @@ from keyhole.protocol.limits import (
 from keyhole.protocol.probe_spec import ProbeSpec
 from keyhole.protocol.redaction import RedactionRules
 
-if TYPE_CHECKING:
-    from keyhole.agent.probes.runtime import Runtime
-
 _clock = time.perf_counter
 _getframe = sys._getframe
 _ident = threading.get_ident
@@ -72,6 +69,21 @@ def counter_value(counter: itertools.count[int]) -> int:
     """How many times next() was called on an itertools.count() started at 0."""
     text = repr(counter)  # "count(N)"
     return int(text[6:-1])
+
+
+class Runtime(Protocol):
+    """What a running probe needs from its agent: where events go, the shared limits, how to be disabled."""
+
+    rules: RedactionRules
+    limits: CaptureLimits
+    capture_limiter: RateLimiter
+    hit_overhead: float
+
+    def emit(self, event: dict[str, Any]) -> None:
+        """Queue an event for the agent's thread; never blocks."""
+
+    def probe_disabled(self, probe: Probe, reason: str) -> None:
+        """Report that a probe stopped, and have its instrumentation removed."""
 
 
 def _on_agent_thread() -> bool:

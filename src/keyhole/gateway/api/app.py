@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-import keyhole
 from keyhole.gateway.api.error_answers import install_error_handlers
 from keyhole.gateway.api.refusals import record_refusal
 from keyhole.gateway.api.routes import access as routes_access
@@ -20,12 +19,13 @@ from keyhole.gateway.api.routes import probes as routes_probes
 from keyhole.gateway.api.routes import sessions as routes_sessions
 from keyhole.gateway.api.routes import users as routes_users
 from keyhole.gateway.context import GatewayContext
+from keyhole.version import __version__
 
 
 def create_user_app(context: GatewayContext) -> FastAPI:
     app = FastAPI(
         title="keyhole gateway",
-        version=keyhole.__version__,
+        version=__version__,
         description="The one door between engineers and the agents inside their services.",
         docs_url=None,  # the interactive docs page loads its assets from a CDN (rule 6: local only)
         redoc_url=None,
@@ -45,13 +45,13 @@ def create_user_app(context: GatewayContext) -> FastAPI:
 
     @app.get("/v1/health", tags=["health"])
     def health() -> dict[str, str]:
-        return {"status": "ok", "version": keyhole.__version__}
+        return {"status": "ok", "version": __version__}
 
     return app
 
 
 def create_agent_app(context: GatewayContext) -> FastAPI:
-    app = FastAPI(title="keyhole gateway: agent endpoint", version=keyhole.__version__, docs_url=None, redoc_url=None)
+    app = FastAPI(title="keyhole gateway: agent endpoint", version=__version__, docs_url=None, redoc_url=None)
     app.state.gateway = context
     install_error_handlers(app)
     app.include_router(routes_link.router)
