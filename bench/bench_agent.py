@@ -82,10 +82,11 @@ class Keyhole:
         if kind in ("log", "snapshot"):
             # The highest rate a probe file may ask for is 100 000/s, and log lines have a byte budget:
             # this loop exceeds both, and the benchmark is for the cost of every hit making its event.
-            from keyhole.agent.probes.kinds import LogProbe
+            from keyhole.agent.probes.log import LogProbe
             from keyhole.agent.probes.rate_limit import ByteBudget, RateLimiter
 
-            probe = self.agent._entries[probe_id].probe
+            probe = self.agent.probe(probe_id)
+            assert probe is not None
             probe.limiter = RateLimiter(None)
             if isinstance(probe, LogProbe):
                 probe.bytes = ByteBudget(float("inf"))

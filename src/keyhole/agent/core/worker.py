@@ -7,19 +7,20 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from keyhole.agent.core.probe_table import ProbeTable
 from keyhole.agent.core.shipping import finish_event, wall_offset
-from keyhole.agent.core.states import ACTIVE, DISABLED, INSTALLED, INSTALLING, PENDING, REMOVED, STOPPED
-from keyhole.agent.instrumentation import import_watch
+from keyhole.agent.core.sinks import Sink
+from keyhole.agent.core.states import ACTIVE, DISABLED, INSTALLED, REMOVED
 from keyhole.agent.probes.agent_thread import AgentThread
-from keyhole.agent.probes.kinds import FunctionProbe, MetricProbe, Probe, StacksProbe
+from keyhole.agent.probes.base import Probe
+from keyhole.agent.probes.function import FunctionProbe
+from keyhole.agent.probes.metric import MetricProbe
+from keyhole.agent.probes.stacks import StacksProbe
 from keyhole.agent.reading.stacks import task_stacks, thread_stacks
 from keyhole.protocol import events as ev
 from keyhole.protocol.redaction import may_hold_secret
-
-if TYPE_CHECKING:
-    from keyhole.agent.core.agent import Agent
 
 TICK = 0.25
 BATCH = 512
@@ -50,6 +51,29 @@ class Schedule:
 DEFER_UNINSTALL = 30.0
 
 
+class Host(Protocol):
+    """What the agent's thread needs from its agent (keyhole.agent.core.agent.Agent)."""
+
+    queue: queue.SimpleQueue[Any]
+    schedule: Schedule
+    table: ProbeTable
+    sink: Sink
+    hit_overhead: float
+    metric_interval: float
+    dropped: int
+    pid: int
+
+    def emit(self, event: dict[str, Any]) -> None: ...
+
+    def report(self, probe_id: str | None, kind: str, **fields: Any) -> None: ...
+
+    def metric_reports(self, final: bool) -> list[dict[str, Any]]: ...
+
+    def check_budget(self, now: float, used: dict[str, float]) -> None: ...
+
+    def teardown(self) -> None: ...
+
+
 def calibrate() -> float:
     """Estimate what one hit costs before probe code runs: a C-to-Python callback, two dict lookups
     and a method call, about four empty Python calls on this machine."""
@@ -66,16 +90,16 @@ def calibrate() -> float:
     return 4 * (time.perf_counter() - start) / rounds
 
 
-def run_worker(agent: Agent) -> None:
+def run_worker(agent: Host) -> None:
     AgentThread.ident = threading.get_ident()
     if not agent.hit_overhead:
         agent.hit_overhead = calibrate()
     schedule = agent.schedule
-    q = agent._queue
+    q = agent.queue
     while True:
         now = _clock()
         wake = schedule.next_tick
-        retry = agent.next_retry()
+        retry = agent.table.next_retry()
         if retry is not None and retry < wake:
             wake = retry
         AgentThread.busy = False
@@ -100,7 +124,7 @@ def run_worker(agent: Agent) -> None:
         ship(agent, events)
         for command in commands:
             if command[0] == "stop":
-                teardown(agent)
+                agent.teardown()
                 return
             if command[0] == "pause":  # fork() is coming; the parent starts a new thread after it
                 AgentThread.busy = False
@@ -109,33 +133,29 @@ def run_worker(agent: Agent) -> None:
             try:
                 _handle(agent, command, schedule)
             except Exception as exc:  # a keyhole defect: report it, keep serving the other probes
-                agent.emit(
-                    agent._status(
-                        command[1] if len(command) > 1 else None,
-                        ev.ERROR,
-                        error=f"internal error in keyhole: {type(exc).__name__}: {exc}",
-                    )
+                agent.report(
+                    command[1] if len(command) > 1 else None,
+                    ev.ERROR,
+                    error=f"internal error in keyhole: {type(exc).__name__}: {exc}",
                 )
         now = _clock()
-        retry = agent.next_retry()
+        retry = agent.table.next_retry()
         if retry is not None and now >= retry:
-            agent.retry_pending(now)
+            agent.table.retry_pending(now)
         if now >= schedule.next_tick:
             try:
                 _periodic(agent, now, schedule)
             except Exception as exc:
-                agent.emit(
-                    agent._status(None, ev.ERROR, error=f"internal error in keyhole: {type(exc).__name__}: {exc}")
-                )
+                agent.report(None, ev.ERROR, error=f"internal error in keyhole: {type(exc).__name__}: {exc}")
             schedule.next_tick = now + TICK
 
 
-def _handle(agent: Agent, command: tuple[Any, ...], schedule: Schedule) -> None:
+def _handle(agent: Host, command: tuple[Any, ...], schedule: Schedule) -> None:
     name, probe_id = command[0], command[1]
     if name == "install":
-        agent.install(probe_id)
+        agent.table.install(probe_id)
         return
-    probe = agent.probe(probe_id)
+    probe = agent.table.probe(probe_id)
     if probe is None:
         return
     if name == "uninstall" and isinstance(probe, FunctionProbe) and probe.open_calls:
@@ -145,21 +165,21 @@ def _handle(agent: Agent, command: tuple[Any, ...], schedule: Schedule) -> None:
     _uninstall(agent, probe, REMOVED if name == "remove" else DISABLED)
 
 
-def _uninstall(agent: Agent, probe: Probe, state: str) -> None:
-    agent.uninstall(probe.id, state)
+def _uninstall(agent: Host, probe: Probe, state: str) -> None:
+    agent.table.uninstall(probe.id, state)
     if isinstance(probe, MetricProbe) and probe.installed:
         report = probe.report(final=True)
         if report is not None:
             agent.emit(report)
     if state == REMOVED:
-        agent.emit(agent._status(probe.id, ev.REMOVED, **probe.stats()))
-        agent.forget(probe.id)
+        agent.report(probe.id, ev.REMOVED, **probe.stats())
+        agent.table.forget(probe.id)
 
 
-def ship(agent: Agent, events: list[dict[str, Any]]) -> None:
+def ship(agent: Host, events: list[dict[str, Any]]) -> None:
     if not events:
         return
-    probes = {e.probe.id: e.probe for e in agent.entries()}
+    probes = {e.probe.id: e.probe for e in agent.table.entries()}
     finished: list[dict[str, Any]] = []
     offset = wall_offset()
     names: dict[int, str] = {}
@@ -185,13 +205,13 @@ def ship(agent: Agent, events: list[dict[str, Any]]) -> None:
         if probe is not None:
             probe.ship_cost += time.perf_counter() - start
     try:
-        agent._sink.write(finished)
+        agent.sink.write(finished)
     except Exception:
         agent.dropped += len(finished)
 
 
-def _periodic(agent: Agent, now: float, schedule: Schedule) -> None:
-    entries = agent.entries()
+def _periodic(agent: Host, now: float, schedule: Schedule) -> None:
+    entries = agent.table.entries()
     clock = time.perf_counter()
     used: dict[str, float] = {}
     for entry in entries:
@@ -206,7 +226,7 @@ def _periodic(agent: Agent, now: float, schedule: Schedule) -> None:
         if isinstance(probe, StacksProbe) and probe.enabled and entry.state == INSTALLED:
             _take_stacks(agent, probe, clock)
     for probe_id, deadline in list(schedule.deferred.items()):
-        waiting = agent.probe(probe_id)
+        waiting = agent.table.probe(probe_id)
         if not isinstance(waiting, FunctionProbe) or not waiting.open_calls or now >= deadline:
             del schedule.deferred[probe_id]
             if waiting is not None:
@@ -217,7 +237,7 @@ def _periodic(agent: Agent, now: float, schedule: Schedule) -> None:
             agent.emit(report)
         schedule.next_metrics = now + agent.metric_interval
     if agent.dropped > schedule.reported_dropped:
-        agent.emit(agent._status(None, ev.DROPPED, count=agent.dropped - schedule.reported_dropped))
+        agent.report(None, ev.DROPPED, count=agent.dropped - schedule.reported_dropped)
         schedule.reported_dropped = agent.dropped
     if now >= schedule.next_stats:
         schedule.next_stats = now + STATS_EVERY
@@ -226,62 +246,17 @@ def _periodic(agent: Agent, now: float, schedule: Schedule) -> None:
             key = (probe.hits, probe.admitted, probe.suppressed, probe.errors)
             if entry.state == INSTALLED and schedule.seen_stats.get(probe.id) != key and probe.hits:
                 schedule.seen_stats[probe.id] = key
-                agent.emit(agent._status(probe.id, ev.STATS, **probe.stats()))
+                agent.report(probe.id, ev.STATS, **probe.stats())
 
 
-def _take_stacks(agent: Agent, probe: StacksProbe, clock: float) -> None:
+def _take_stacks(agent: Host, probe: StacksProbe, clock: float) -> None:
     if probe.next_at is None or clock < probe.next_at:
         return
     threads = thread_stacks(AgentThread.ident)
-    agent.emit(agent._status(probe.id, ev.STACKS, threads=threads, tasks=task_stacks()))
+    agent.report(probe.id, ev.STACKS, threads=threads, tasks=task_stacks())
     probe.taken()
     if probe.spec.every:
         probe.next_at = clock + probe.spec.every
     else:
         probe.next_at = None
         probe.disable("done: the stacks were taken")
-
-
-def teardown(agent: Agent) -> None:
-    """Remove every probe, report what is left to report, flush and close. Runs once."""
-    with agent._lock:
-        if agent._torn_down:
-            return
-        agent._torn_down = True
-        for report in agent.metric_reports(final=True):
-            agent.emit(report)
-        changed = []
-        paths: set[str] = set()
-        for entry in agent.entries():
-            probe = entry.probe
-            if entry.state == PENDING:
-                agent.emit(
-                    agent._status(probe.id, ev.DISABLED, reason=f"never set before the agent stopped: {entry.message}")
-                )
-            elif entry.state in (INSTALLED, INSTALLING):
-                agent.emit(agent._status(probe.id, ev.STATS, **probe.stats()))
-            probe.enabled = False
-            paths |= entry.paths
-            changed.extend(agent._detach(entry))
-            if entry.state != REMOVED:
-                entry.state = STOPPED
-        try:
-            if changed:
-                agent._backend.apply(agent._plans, changed, paths)
-        finally:
-            agent._backend.stop()
-            import_watch.uninstall(agent._watcher)
-        agent.emit(agent._status(None, ev.AGENT, event="stopped", dropped=agent.dropped or None))
-    events: list[dict[str, Any]] = []
-    while True:
-        try:
-            item = agent._queue.get_nowait()
-        except queue.Empty:
-            break
-        if type(item) is dict:
-            events.append(item)
-    ship(agent, events)
-    try:
-        agent._sink.close()
-    finally:
-        AgentThread.ident = -1
