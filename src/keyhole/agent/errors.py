@@ -24,3 +24,11 @@ class StepBudgetExceeded(EvalError):
 
 class RedactedRead(EvalError):
     """An expression tried to read a value that keyhole redacts."""
+
+
+class UnsafeOperation(EvalError):
+    """An operation would run application code, or is not defined for the object: the reason is for the user."""
+
+
+class KeyMissing(UnsafeOperation):
+    """A dict has no such key."""

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from keyhole.agent.errors import EvalError, RedactedRead, StepBudgetExceeded
-from keyhole.agent.reading.evaluator import Scope, compile_expression
+from keyhole.agent.reading.evaluator import compile_expression
+from keyhole.agent.reading.scope import Scope
 from keyhole.protocol.expression import check_expression
 from keyhole.protocol.redaction import DEFAULT_RULES
 

@@ -16,8 +16,9 @@ from hypothesis import strategies as st
 from keyhole.agent.core.shipping import encode, finish_event
 from keyhole.agent.errors import EvalError
 from keyhole.agent.reading.capture import Capturer, NameFilter
-from keyhole.agent.reading.evaluator import Scope, compile_expression
+from keyhole.agent.reading.evaluator import compile_expression
 from keyhole.agent.reading.formatting import format_value
+from keyhole.agent.reading.scope import Scope
 from keyhole.protocol.errors import ExpressionError
 from keyhole.protocol.expression import check_expression
 from keyhole.protocol.redaction import DEFAULT_RULES

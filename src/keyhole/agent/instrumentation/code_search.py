@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from types import CodeType, FunctionType
 
 from keyhole.agent.instrumentation.line_index import walk_code
-from keyhole.agent.reading import safe_access as sa
+from keyhole.agent.reading import safe_attributes, safe_types
 
 _KEYHOLE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -38,9 +38,9 @@ def loaded_sources() -> dict[str, list[str]]:
     """{normalized path of a .py file: [names of modules loaded from it]}."""
     out: dict[str, list[str]] = {}
     for name, module in list(sys.modules.items()):
-        if module is None or not sa.is_module(module):
+        if module is None or not safe_types.is_module(module):
             continue
-        namespace = sa.instance_dict(module)
+        namespace = safe_attributes.instance_dict(module)
         if namespace is None:
             continue
         path = namespace.get("__file__")

@@ -22,7 +22,7 @@ from keyhole.agent.instrumentation.code_search import (
     spec_matches,
 )
 from keyhole.agent.instrumentation.line_index import FileIndex, code_key, index_source, is_function_code, own_lines
-from keyhole.agent.reading import safe_access as sa
+from keyhole.agent.reading import safe_attributes, safe_types
 
 INSTALL = "install"
 PENDING = "pending"
@@ -148,9 +148,9 @@ def resolve_function(
         path = module.path
     else:
         loaded = sys.modules.get(module_name)
-        if loaded is None or not sa.is_module(loaded):
+        if loaded is None or not safe_types.is_module(loaded):
             return Resolution(PENDING, f"module {module_name} is not imported yet; the probe is set when it is")
-        namespace = sa.instance_dict(loaded) or {}
+        namespace = safe_attributes.instance_dict(loaded) or {}
         filename = namespace.get("__file__")
         if type(filename) is not str or not filename.endswith(".py"):
             return Resolution(ERROR, f"module {module_name} has no Python source file to probe")

@@ -7,14 +7,14 @@ from types import FrameType
 from typing import Any
 
 from keyhole.agent.probes.base import Probe, Runtime
-from keyhole.agent.reading import safe_access as sa
-from keyhole.agent.reading.evaluator import Scope
+from keyhole.agent.reading import safe_operations, safe_types
 from keyhole.agent.reading.frames import frame_locals
+from keyhole.agent.reading.scope import Scope
 from keyhole.protocol import events as ev
 from keyhole.protocol.probe_spec import ProbeSpec
 
 _clock = time.perf_counter
-_truth = sa.truth
+_truth = safe_operations.truth
 _traceback_of = BaseException.__dict__["__traceback__"].__get__
 
 
@@ -30,7 +30,10 @@ class ExceptionProbe(Probe):
 
     def matches(self, exc: BaseException) -> bool:
         wanted = self.exception
-        return any(sa.class_name(k) == wanted or sa.qualified_name(k) == wanted for k in sa.mro(type(exc)))
+        return any(
+            safe_types.class_name(k) == wanted or safe_types.qualified_name(k) == wanted
+            for k in safe_types.mro(type(exc))
+        )
 
     def on_unwind(self, frame: FrameType, exc: BaseException) -> None:
         now = _clock()

@@ -7,13 +7,13 @@ from types import FrameType
 from typing import Any
 
 from keyhole.agent.probes.base import Probe, Runtime
-from keyhole.agent.reading import safe_access as sa
-from keyhole.agent.reading.evaluator import Scope
+from keyhole.agent.reading import safe_operations
+from keyhole.agent.reading.scope import Scope
 from keyhole.protocol import events as ev
 from keyhole.protocol.probe_spec import ProbeSpec
 
 _clock = time.perf_counter
-_truth = sa.truth
+_truth = safe_operations.truth
 MAX_OPEN_CALLS = 10_000
 
 

@@ -8,12 +8,12 @@ from collections.abc import Callable
 from types import FrameType
 
 from keyhole.agent.probes.base import Probe
-from keyhole.agent.reading import safe_access as sa
-from keyhole.agent.reading.evaluator import Scope
+from keyhole.agent.reading import safe_operations
+from keyhole.agent.reading.scope import Scope
 
 _clock = time.perf_counter
 _getframe = sys._getframe
-_truth = sa.truth
+_truth = safe_operations.truth
 
 
 class LineProbe(Probe):

@@ -13,10 +13,11 @@ from keyhole.agent.errors import EvalError, StepBudgetExceeded
 from keyhole.agent.probes.base import Runtime
 from keyhole.agent.probes.line import LineProbe
 from keyhole.agent.probes.rate_limit import ByteBudget
-from keyhole.agent.reading import safe_access as sa
+from keyhole.agent.reading import safe_types
 from keyhole.agent.reading.capture import TEXT_MARGIN
-from keyhole.agent.reading.evaluator import CompiledExpression, Scope, compile_expression, frame_locals_of
+from keyhole.agent.reading.evaluator import CompiledExpression, compile_expression
 from keyhole.agent.reading.formatting import format_value
+from keyhole.agent.reading.scope import Scope, frame_locals_of
 from keyhole.protocol import events as ev
 from keyhole.protocol.expression import TemplateField
 from keyhole.protocol.limits import LOG_BYTES_PER_SECOND, MAX_MESSAGE
@@ -24,7 +25,7 @@ from keyhole.protocol.probe_spec import ProbeSpec
 from keyhole.protocol.redaction import RedactionRules
 
 _ident = threading.get_ident
-_MISSING = sa.MISSING
+_MISSING = safe_types.MISSING
 # A log line is cut on the hit with this much to spare; the agent's thread redacts, then cuts to
 # MAX_MESSAGE, so a secret that crosses the final cut is still recognised whole.
 _MESSAGE_KEEP = MAX_MESSAGE + TEXT_MARGIN

@@ -11,15 +11,16 @@ from keyhole.agent.errors import EvalError
 from keyhole.agent.probes.base import Runtime, _on_agent_thread, counter_value
 from keyhole.agent.probes.line import LineProbe
 from keyhole.agent.probes.metric_aggregate import MetricAggregate
-from keyhole.agent.reading import safe_access as sa
-from keyhole.agent.reading.evaluator import Scope, as_metric_value
+from keyhole.agent.reading import safe_operations, safe_types
+from keyhole.agent.reading.evaluator import as_metric_value
+from keyhole.agent.reading.scope import Scope
 from keyhole.protocol import events as ev
 from keyhole.protocol.probe_spec import ProbeSpec
 from keyhole.protocol.redaction import RedactionRules
 
 _clock = time.perf_counter
 _getframe = sys._getframe
-_truth = sa.truth
+_truth = safe_operations.truth
 
 
 class MetricProbe(LineProbe):
@@ -71,7 +72,7 @@ class MetricProbe(LineProbe):
                 value = self.value.evaluate(scope)  # type: ignore[arg-type]
                 number = as_metric_value(value)
                 if number is None:
-                    raise EvalError(f"metric value must be a finite number (got {sa.type_name(value)})")
+                    raise EvalError(f"metric value must be a finite number (got {safe_types.type_name(value)})")
                 self.aggregate.add(number)
             self.consecutive_errors = 0
             self._after_emit(admitted)

@@ -7,8 +7,9 @@ from typing import Any
 
 from keyhole.agent.errors import EvalError, StepBudgetExceeded
 from keyhole.agent.probes.line import LineProbe
-from keyhole.agent.reading.evaluator import Scope, compile_expression
+from keyhole.agent.reading.evaluator import compile_expression
 from keyhole.agent.reading.frames import capture_stack
+from keyhole.agent.reading.scope import Scope
 from keyhole.protocol import events as ev
 from keyhole.protocol.redaction import RedactionRules
 

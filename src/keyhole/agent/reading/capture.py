@@ -18,8 +18,7 @@ import types
 from collections.abc import Iterable
 from typing import Any
 
-from keyhole.agent.reading import decimals
-from keyhole.agent.reading import safe_access as sa
+from keyhole.agent.reading import decimals, safe_attributes, safe_operations, safe_types
 from keyhole.protocol.limits import DEFAULT_CAPTURE, CaptureLimits
 from keyhole.protocol.redaction import MARKER_KEY as MARKER
 from keyhole.protocol.redaction import NAME_CLASS, TYPE_CLASS, RedactionRules
@@ -201,7 +200,7 @@ class Capturer:
             return self._complex(value, cls, depth)
         except Exception as exc:  # a capture must never fail the event: say what could not be read
             del self._active[active:]
-            return {"@type": sa.type_name(value), "@error": f"{type(exc).__name__}"}
+            return {"@type": safe_types.type_name(value), "@error": f"{type(exc).__name__}"}
 
     def _sequence(self, value: list[Any] | tuple[Any, ...], is_list: bool, depth: int) -> Any:
         """Exact lists and tuples, the commonest containers. (value() restores _active on errors.)"""
@@ -250,7 +249,7 @@ class Capturer:
         if tid in _FUNCTION_TYPES:
             self.remaining -= 40
             return {"@type": "function", "@name": _callable_name(value)}
-        layout = sa.layout(cls)
+        layout = safe_types.layout(cls)
         qualname = layout.qualname
         kind = layout.kind
         if self.filter.check_types and self.filter.type_is_secret(qualname):
@@ -265,7 +264,7 @@ class Capturer:
             self.remaining -= len(qualname) + 20
             out: dict[str, Any] = {"@type": qualname, "@truncated": "depth"}
             if kind == "container":
-                out["@size"] = sa.size(value)
+                out["@size"] = safe_operations.size(value)
             return out
         self._active.append(id(value))
         try:
@@ -295,8 +294,8 @@ class Capturer:
         if base is range:
             return {"@type": "range", "@value": [value.start, value.stop, value.step]}
         items: list[Any] = []
-        total = sa.size(value)
-        for item in itertools.islice(sa.iterate(value), limit):
+        total = safe_operations.size(value)
+        for item in itertools.islice(safe_operations.iterate(value), limit):
             if self.remaining <= 0:
                 break
             self.remaining -= 2
@@ -352,7 +351,7 @@ class Capturer:
         out: dict[str, Any] = {"@type": qualname}
         if exception:
             out["args"] = self.value(BaseException.__dict__["args"].__get__(value), depth + 1)
-        fields = self.fields(sa.instance_fields(value), depth + 1)
+        fields = self.fields(safe_attributes.instance_fields(value), depth + 1)
         out.update(fields)
         return out
 
@@ -372,13 +371,13 @@ def _callable_name(value: Any) -> str:
     return name if type(name) is str else "?"
 
 
-def _scalar_like(value: Any, cls: type, layout: sa.TypeLayout) -> dict[str, Any]:
+def _scalar_like(value: Any, cls: type, layout: safe_types.TypeLayout) -> dict[str, Any]:
     """Values shown whole, read from their own storage: classes, modules, UUIDs, enums, dates, decimals."""
     kind = layout.kind
     if kind == "class":
-        return {"@type": "class", "@name": sa.qualified_name(value)}
+        return {"@type": "class", "@name": safe_types.qualified_name(value)}
     if kind == "module":
-        namespace = sa.instance_dict(value) or {}
+        namespace = safe_attributes.instance_dict(value) or {}
         name = namespace.get("__name__")
         return {"@type": "module", "@name": name if type(name) is str else "?"}
     if kind == "uuid":
@@ -388,7 +387,7 @@ def _scalar_like(value: Any, cls: type, layout: sa.TypeLayout) -> dict[str, Any]
                 h = f"{number:032x}"
                 return {"@type": layout.qualname, "@value": f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"}
     if kind == "enum":
-        d = sa.instance_dict(value) or {}
+        d = safe_attributes.instance_dict(value) or {}
         member = d.get("_name_")
         return {"@type": layout.qualname, "@value": member if type(member) is str else "?"}
     if kind == "timedelta":
@@ -398,7 +397,7 @@ def _scalar_like(value: Any, cls: type, layout: sa.TypeLayout) -> dict[str, Any]
     if kind == "decimal":
         return {"@type": layout.qualname, "@value": decimals.text(value)}
     if kind == "number":
-        for klass in sa.mro(cls):
+        for klass in safe_types.mro(cls):
             if klass is int or klass is float or klass is complex:
                 number_type: Any = klass
                 return {"@type": layout.qualname, "@value": number_type.__repr__(value)}
@@ -408,21 +407,21 @@ def _scalar_like(value: Any, cls: type, layout: sa.TypeLayout) -> dict[str, Any]
 def _iso(value: Any, cls: type) -> str:
     """ISO 8601 text of a date, datetime or time. An aware value whose tzinfo is application code is
     written from its fields, with the tzinfo's type name: isoformat() would call its utcoffset()."""
-    mro = sa.mro(cls)
+    mro = safe_types.mro(cls)
     if any(k is datetime.datetime for k in mro):
         base: Any = datetime.datetime
     elif any(k is datetime.time for k in mro):
         base = datetime.time
     else:
         return str(datetime.date.isoformat(value))
-    if sa.tz_trusted(value):
+    if safe_operations.tz_trusted(value):
         return str(base.isoformat(value))
     field = {name: vars(base)[name].__get__(value) for name in ("hour", "minute", "second", "microsecond")}
     text = f"{field['hour']:02d}:{field['minute']:02d}:{field['second']:02d}.{field['microsecond']:06d}"
     if base is datetime.datetime:
         text = f"{datetime.date.isoformat(value)}T{text}"
     zone = base.__dict__["tzinfo"].__get__(value)
-    return f"{text} ({sa.type_name(zone)})"
+    return f"{text} ({safe_types.type_name(zone)})"
 
 
 def _is_noise(name: str, value: Any) -> bool:
@@ -431,4 +430,4 @@ def _is_noise(name: str, value: Any) -> bool:
         return True
     if id(type(value)) in _FUNCTION_TYPES:
         return True
-    return sa.layout(type(value)).kind in _NOISE_KINDS
+    return safe_types.layout(type(value)).kind in _NOISE_KINDS

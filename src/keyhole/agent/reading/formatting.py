@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from keyhole.agent.errors import EvalError
-from keyhole.agent.reading import decimals
-from keyhole.agent.reading import safe_access as sa
+from keyhole.agent.reading import decimals, safe_operations, safe_types
 from keyhole.agent.reading.capture import Capturer, LongText, NameFilter
 from keyhole.protocol.limits import CaptureLimits
 from keyhole.protocol.redaction import cut_text, redact_text
@@ -31,17 +30,18 @@ def format_value(value: Any, spec: str, names: NameFilter) -> str:
             try:
                 decimal_text: str = decimals.isolated(decimal_type.__format__, value, spec)
             except (ValueError, TypeError, ArithmeticError) as exc:
-                raise EvalError(f"format spec {spec!r} does not fit a {sa.type_name(value)}: {exc}") from None
+                raise EvalError(f"format spec {spec!r} does not fit a {safe_types.type_name(value)}: {exc}") from None
             return decimal_text
         if id(cls) in _FAST_SPEC_IDS or (
-            (sa.is_number(value) or sa.is_text(value)) and sa.dunder_is_c(cls, "__format__")
+            (safe_operations.is_number(value) or safe_operations.is_text(value))
+            and safe_operations.dunder_is_c(cls, "__format__")
         ):
             try:
                 formatted: str = format(value, spec)
             except (ValueError, TypeError) as exc:
-                raise EvalError(f"format spec {spec!r} does not fit a {sa.type_name(value)}: {exc}") from None
+                raise EvalError(f"format spec {spec!r} does not fit a {safe_types.type_name(value)}: {exc}") from None
             return formatted
-        raise EvalError(f"format spec {spec!r} applies to numbers and strings only (got {sa.type_name(value)})")
+        raise EvalError(f"format spec {spec!r} applies to numbers and strings only (got {safe_types.type_name(value)})")
     if cls is str:
         result: str = value
         return result
@@ -51,8 +51,8 @@ def format_value(value: Any, spec: str, names: NameFilter) -> str:
     if fast is not None:
         text: str = fast(value)
         return text
-    if sa.is_plain(value, 0) and sa.builtin_base(cls) in (None, str, bytes):
-        plain = sa.plain_str_or_none(value)
+    if safe_operations.is_plain(value, 0) and safe_types.builtin_base(cls) in (None, str, bytes):
+        plain = safe_operations.plain_str_or_none(value)
         if plain is not None:
             return plain
     return render_inline(Capturer(names, INLINE_LIMITS).value(value))

@@ -10,7 +10,7 @@ from types import FrameType
 from typing import Any
 
 from keyhole.agent.reading.capture import Capturer
-from keyhole.agent.reading.evaluator import OPAQUE_LOCALS, frame_locals_of
+from keyhole.agent.reading.scope import OPAQUE_LOCALS, frame_locals_of
 
 
 def frame_summary(frame: FrameType) -> dict[str, Any]:

@@ -7,7 +7,7 @@ import threading
 import types
 from typing import Any
 
-from keyhole.agent.reading import safe_access as sa
+from keyhole.agent.reading import safe_attributes, safe_types
 from keyhole.agent.reading.frames import frame_summary
 
 # By id: hashing an arbitrary awaitable's type could run its metaclass's __hash__.
@@ -24,7 +24,7 @@ def thread_name(ident: int) -> str:
     thread = threading._active.get(ident)  # type: ignore[attr-defined]
     if thread is None:
         return f"Thread-{ident}"
-    d = sa.instance_dict(thread) or {}
+    d = safe_attributes.instance_dict(thread) or {}
     name = d.get("_name")
     return name if type(name) is str else f"Thread-{ident}"
 
@@ -48,7 +48,7 @@ def _all_tasks() -> list[Any]:
     tasks_module = sys.modules.get("asyncio.tasks")
     if tasks_module is None:
         return []
-    namespace = sa.instance_dict(tasks_module) or {}
+    namespace = safe_attributes.instance_dict(tasks_module) or {}
     found: list[Any] = []
     for name in ("_scheduled_tasks", "_all_tasks", "_eager_tasks"):
         collection = namespace.get(name)
@@ -68,12 +68,12 @@ def _all_tasks() -> list[Any]:
 
 def _task_field(task: Any, c_method: str, python_attr: str) -> Any:
     """Call the C Task's own method (a subclass's override never runs), or read the pure-Python field."""
-    for klass in sa.mro(type(task)):
-        if sa.qualified_name(klass) in ("_asyncio.Task", "_asyncio.Future"):
-            method = sa.class_lookup(klass, c_method)
+    for klass in safe_types.mro(type(task)):
+        if safe_types.qualified_name(klass) in ("_asyncio.Task", "_asyncio.Future"):
+            method = safe_types.class_lookup(klass, c_method)
             if type(method) is types.MethodDescriptorType:
                 return method(task)
-    d = sa.instance_dict(task) or {}
+    d = safe_attributes.instance_dict(task) or {}
     return d.get(python_attr)
 
 
@@ -92,7 +92,7 @@ def task_stacks() -> list[dict[str, Any]]:
         while current is not None and len(frames) < MAX_FRAMES:
             links = _CORO_LINKS.get(id(type(current)))
             if links is None:
-                awaiting = sa.type_name(current)
+                awaiting = safe_types.type_name(current)
                 break
             frame = getattr(current, links[0])
             if frame is not None:
