@@ -196,9 +196,9 @@ def _verify(gateway: Gateway, config: Path) -> tuple[float, str]:
 
 
 def _proofs(gateway: Gateway, samples: int) -> dict[str, Any]:
-    from keyhole.gateway.storage.signing_key import load_signing_key
     from keyhole.gateway.storage.state_paths import StatePaths
     from keyhole.verifier.checkpoints import open_note
+    from keyhole.verifier.keys import load_signing_key
     from keyhole.verifier.merkle import leaf_hash, verify_inclusion
 
     checkpoint = gateway.api("POST", "/v1/audit/checkpoint")

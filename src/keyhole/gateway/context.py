@@ -26,8 +26,8 @@ from keyhole.gateway.audit.webhook import Webhook
 from keyhole.gateway.errors import GatewayError
 from keyhole.gateway.sessions.probe_commands import LiveProbe, live_probes
 from keyhole.gateway.storage.database import migrate, open_engine, session_factory
-from keyhole.gateway.storage.signing_key import load_signing_key
 from keyhole.gateway.storage.state_paths import StatePaths
+from keyhole.verifier.keys import load_signing_key
 
 
 def _reason(exc: BaseException) -> str:

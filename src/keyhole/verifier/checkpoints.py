@@ -21,10 +21,12 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from keyhole.verifier.errors import VerifierError
+
 _DASH = "\u2014"  # the em dash that starts a signature line
 
 
-class NoteError(Exception):
+class NoteError(VerifierError):
     """A checkpoint that is malformed or not signed by the key it should be."""
 
 

@@ -1,6 +1,7 @@
-"""`keyhole audit verify`: recompute the log's Merkle tree from the stored entries and hold it to
-every signed checkpoint, to the consistency proofs between them, and to a checkpoint an auditor kept
-elsewhere. The first thing that does not hold is reported, naming the first bad entry it can.
+"""Checking an audit log: recompute its Merkle tree from the entries and hold it to every signed
+checkpoint, to the consistency proofs between them, and to a checkpoint an auditor kept elsewhere.
+The first thing that does not hold is reported, naming the first bad entry it can. Where the entries
+come from is the caller's: a gateway's data directory (gateway_state.py) or its API.
 
 What each kind of tampering trips:
 - an entry's text changed: its hash no longer matches the tree's leaf (or, if the leaf was changed
@@ -15,29 +16,15 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from sqlalchemy import inspect, select
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session
 
-from keyhole.gateway.audit import tree_store as audit_tree
-from keyhole.gateway.errors import GatewayError
-from keyhole.gateway.storage.database import open_engine, session_factory
-from keyhole.gateway.storage.models import AuditCheckpoint
-from keyhole.gateway.storage.signing_key import load_signing_key
-from keyhole.gateway.storage.state_paths import StatePaths
 from keyhole.protocol.events import format_timestamp
 from keyhole.verifier.checkpoints import Checkpoint, NoteError, open_note, origin_for
+from keyhole.verifier.errors import Tampered
 from keyhole.verifier.merkle import Frontier, ProofError, leaf_hash, verify_consistency
-
-_BATCH = 10_000
-
-
-class Tampered(GatewayError):
-    """The audit log does not verify; the message names the first bad entry or checkpoint."""
 
 
 @dataclass(frozen=True)
@@ -45,20 +32,6 @@ class Verified:
     entries: int
     checkpoints: int
     kept: Checkpoint | None
-
-
-def _checkpoints(db: Session, key: Ed25519PublicKey) -> list[Checkpoint]:
-    found = []
-    origin = origin_for(key)
-    for row in db.scalars(select(AuditCheckpoint).order_by(AuditCheckpoint.size)):
-        try:
-            checkpoint = open_note(row.note, key)
-        except NoteError as exc:
-            raise Tampered(f"stored checkpoint {row.size}: {exc}") from None
-        if checkpoint.size != row.size or checkpoint.origin != origin:
-            raise Tampered(f"stored checkpoint {row.size} is filed under the wrong size or log")
-        found.append(checkpoint)
-    return found
 
 
 def _opened(note: str, key: Ed25519PublicKey, which: str) -> Checkpoint:
@@ -74,21 +47,6 @@ def _opened(note: str, key: Ed25519PublicKey, which: str) -> Checkpoint:
 
 def _kept(note: str | None, key: Ed25519PublicKey) -> Checkpoint | None:
     return None if note is None else _opened(note, key, "the checkpoint you kept")
-
-
-def _entries_with_leaves(db: Session) -> Iterator[tuple[int, object, object, object, object, object]]:
-    """Every entry with its stored leaf hash, in order: read through the driver's own cursor, as a
-    million rows through the ORM's row objects would cost more than all the hashing."""
-    cursor = db.connection().connection.cursor()
-    try:
-        cursor.execute(
-            "SELECT e.seq, e.body, n.hash, e.action, e.actor, e.at FROM audit_entries AS e"
-            " LEFT JOIN audit_nodes AS n ON n.level = 0 AND n.idx = e.seq ORDER BY e.seq"
-        )
-        while batch := cursor.fetchmany(_BATCH):
-            yield from batch
-    finally:
-        cursor.close()
 
 
 def _as_bytes(value: object) -> bytes:
@@ -116,9 +74,40 @@ def _columns_match(body: bytes, head: bytes, at: object) -> bool:
     return body.startswith(b',"at":"' + format_timestamp(at).encode() + b'"', len(head))
 
 
-def verify(db: Session, key: Ed25519PublicKey, kept_note: str | None = None) -> Verified:
-    """Raises Tampered at the first problem; returns what was checked when all holds."""
-    checkpoints = _checkpoints(db, key)
+# A stored entry as the verifier reads it: its position, its canonical text, the tree's leaf hash stored
+# for it (None if there is none), and the action, actor and time columns that listings show.
+Row = tuple[int, object, object, object, object, object]
+# The stored tree's consistency proof between two sizes (LookupError when it lacks a node).
+ConsistencyProof = Callable[[int, int], list[bytes]]
+
+
+def stored_checkpoints(rows: Iterable[tuple[object, object]], key: Ed25519PublicKey) -> list[Checkpoint]:
+    """The log's own signed checkpoints, from (size it is filed under, note) in order of size."""
+    found = []
+    origin = origin_for(key)
+    for size, note in rows:
+        if not isinstance(note, str):
+            raise Tampered(f"stored checkpoint {size} is not a signed note")
+        try:
+            checkpoint = open_note(note, key)
+        except NoteError as exc:
+            raise Tampered(f"stored checkpoint {size}: {exc}") from None
+        if checkpoint.size != size or checkpoint.origin != origin:
+            raise Tampered(f"stored checkpoint {size} is filed under the wrong size or log")
+        found.append(checkpoint)
+    return found
+
+
+def verify_stored(
+    entries: Iterable[Row],
+    checkpoints: list[Checkpoint],
+    consistency: ConsistencyProof,
+    key: Ed25519PublicKey,
+    kept_note: str | None = None,
+) -> Verified:
+    """A stored log: its entries in order of position, its signed checkpoints (stored_checkpoints), and
+    its stored tree's proofs. Raises Tampered at the first problem; returns what was checked when all
+    holds."""
     kept = _kept(kept_note, key)
     stored_at = {c.size: c for c in checkpoints}
     if kept is not None and kept.size in stored_at and stored_at[kept.size].root != kept.root:
@@ -126,7 +115,7 @@ def verify(db: Session, key: Ed25519PublicKey, kept_note: str | None = None) -> 
     frontier = Frontier()
     last_good = 0  # entries up to here are covered by a checkpoint that held
     heads: dict[tuple[object, object], bytes] = {}
-    for seq, stored, stored_leaf, action, actor, at in _entries_with_leaves(db):
+    for seq, stored, stored_leaf, action, actor, at in entries:
         body = _as_bytes(stored)  # a hand-edited row may come back as text
         if seq != frontier.size:
             raise Tampered(
@@ -164,43 +153,22 @@ def verify(db: Session, key: Ed25519PublicKey, kept_note: str | None = None) -> 
             raise Tampered(
                 f"the log has {size} entries but {which} covers {checkpoint.size}: entries from {size} on were deleted"
             )
-    _check_proofs(db, checkpoints)
+    _check_proofs(consistency, checkpoints)
     return Verified(size, len(checkpoints), kept)
 
 
-def _check_proofs(db: Session, checkpoints: list[Checkpoint]) -> None:
+def _check_proofs(consistency: ConsistencyProof, checkpoints: list[Checkpoint]) -> None:
     """The stored tree's consistency proofs between consecutive checkpoints: what the API serves."""
     for older, newer in itertools.pairwise(checkpoints):
         if older.size == 0:
             continue
         try:
-            proof = audit_tree.consistency(db, older.size, newer.size)
+            proof = consistency(older.size, newer.size)
             verify_consistency(older.size, newer.size, proof, older.root, newer.root)
         except (ProofError, LookupError) as exc:
             raise Tampered(
                 f"the stored tree cannot prove checkpoint {newer.size} extends checkpoint {older.size}: {exc}"
             ) from None
-
-
-def verify_state(paths: StatePaths, kept_note: str | None = None) -> Verified:
-    """Verify the log of a gateway state directory, read as it is on disk (the gateway may be running)."""
-    paths.require()
-    try:
-        key = load_signing_key(paths.signing_key).public_key()
-    except (OSError, ValueError) as exc:
-        raise GatewayError(f"cannot read the gateway's signing key: {exc}") from None
-    engine = open_engine(paths.database)
-    try:
-        with session_factory(engine)() as db:
-            if "audit_entries" not in inspect(db.connection()).get_table_names():
-                raise GatewayError(
-                    f"the state in {paths.root} has no audit log yet; start the gateway once to upgrade it"
-                )
-            return verify(db, key, kept_note)
-    except SQLAlchemyError as exc:
-        raise GatewayError(f"cannot read the audit log in {paths.database}: {type(exc).__name__}") from None
-    finally:
-        engine.dispose()
 
 
 def verify_served(

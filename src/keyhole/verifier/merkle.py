@@ -12,11 +12,13 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Sequence
 
+from keyhole.verifier.errors import VerifierError
+
 EMPTY_ROOT = hashlib.sha256(b"").digest()
 HASH_SIZE = 32
 
 
-class ProofError(Exception):
+class ProofError(VerifierError):
     """A proof that does not hold; the message says how."""
 
 
@@ -50,6 +52,30 @@ def root(leaves: Sequence[bytes]) -> bytes:
 # A function giving the tree hash of the leaves [start, end): proofs need only such ranges, each the
 # right part of a split, so a store of complete subtrees answers them in log(n) reads.
 RangeRoot = Callable[[int, int], bytes]
+
+
+# The hash of one complete subtree, from a store of them: (level, index) -> hash, the leaves at level 0.
+Subtree = Callable[[int, int], bytes]
+
+
+def stored_range_root(start: int, end: int, subtree: Subtree) -> bytes:
+    """The tree hash of leaves [start, end) from a store of complete subtrees: the subtrees from the
+    left, largest first, folded from the right, as RFC 9162 splits a tree. `start` must be where a
+    split puts it."""
+    if start >= end:
+        return EMPTY_ROOT
+    parts: list[bytes] = []
+    at = start
+    while at < end:
+        level = (end - at).bit_length() - 1
+        while at % (1 << level):
+            level -= 1
+        parts.append(subtree(level, at >> level))
+        at += 1 << level
+    value = parts[-1]
+    for left in reversed(parts[:-1]):
+        value = node_hash(left, value)
+    return value
 
 
 def inclusion_path(index: int, size: int, range_root: RangeRoot) -> list[bytes]:

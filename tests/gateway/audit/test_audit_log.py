@@ -15,9 +15,9 @@ import pytest
 
 from keyhole.gateway.audit import log as audit_log
 from keyhole.gateway.context import GatewayContext
-from keyhole.gateway.storage.signing_key import load_signing_key
 from keyhole.gateway.storage.state_paths import StatePaths
 from keyhole.verifier.checkpoints import open_note
+from keyhole.verifier.keys import load_signing_key
 from keyhole.verifier.merkle import leaf_hash, verify_consistency, verify_inclusion
 from tests.gateway.harness import RunningGateway, cli_login, init_state, keyhole, start_gateway
 

@@ -36,9 +36,8 @@ def verify(
     With --data, the state is read directly (on the gateway's host). Without, the log is read through
     the API (the audit ability) and held to a checkpoint the gateway signs first, and to FILE.
     """
-    from keyhole.gateway.errors import GatewayError
-    from keyhole.gateway.storage.state_paths import StatePaths
-    from keyhole.verifier.log_check import Tampered, verify_state
+    from keyhole.verifier.errors import Tampered, VerifierError
+    from keyhole.verifier.gateway_state import verify_state
 
     kept = None
     if checkpoint is not None:
@@ -51,10 +50,10 @@ def verify(
         if data == Path():
             verified, origin = _verify_served(kept)
         else:
-            verified, origin = verify_state(StatePaths(data), kept), ""
+            verified, origin = verify_state(data, kept), ""
     except Tampered as exc:
         raise CliError(f"the audit log does NOT verify: {exc}", exit_code=1) from None
-    except GatewayError as exc:
+    except VerifierError as exc:
         raise CliError(str(exc), exit_code=1) from None
     if origin:
         line = f"audit log {origin} verified through the API: {verified.entries} entries, against its fresh checkpoint"

@@ -9,7 +9,7 @@ from sqlalchemy import Table, bindparam, insert, select
 from sqlalchemy.orm import Session
 
 from keyhole.gateway.storage.models import AuditNode
-from keyhole.verifier.merkle import EMPTY_ROOT, consistency_path, inclusion_path, node_hash
+from keyhole.verifier.merkle import consistency_path, inclusion_path, node_hash, stored_range_root
 
 _NODES = cast(Table, AuditNode.__table__)
 _INSERT_NODES = insert(_NODES)
@@ -35,22 +35,7 @@ def _subtree(db: Session, level: int, idx: int) -> bytes:
 
 
 def range_root(db: Session, start: int, end: int) -> bytes:
-    """The tree hash of leaves [start, end): complete subtrees from the left, largest first, folded
-    from the right, as RFC 9162 splits a tree. `start` must be where a split puts it."""
-    if start >= end:
-        return EMPTY_ROOT
-    parts: list[bytes] = []
-    at = start
-    while at < end:
-        level = (end - at).bit_length() - 1
-        while at % (1 << level):
-            level -= 1
-        parts.append(_subtree(db, level, at >> level))
-        at += 1 << level
-    value = parts[-1]
-    for left in reversed(parts[:-1]):
-        value = node_hash(left, value)
-    return value
+    return stored_range_root(start, end, lambda level, idx: _subtree(db, level, idx))
 
 
 def root_at(db: Session, size: int) -> bytes:

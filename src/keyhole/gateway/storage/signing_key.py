@@ -1,8 +1,7 @@
-"""The ed25519 key with which the gateway signs every probe command (and, later, audit checkpoints)."""
+"""A new ed25519 key with which the gateway signs every probe command and audit checkpoint (read back
+with keyhole.verifier.keys.load_signing_key)."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -12,13 +11,3 @@ def new_signing_key_pem() -> bytes:
     return Ed25519PrivateKey.generate().private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-
-
-def load_signing_key(path: Path) -> Ed25519PrivateKey:
-    try:
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    except (ValueError, TypeError):
-        raise ValueError(f"{path} is not a PEM private key") from None
-    if not isinstance(key, Ed25519PrivateKey):
-        raise ValueError(f"{path} is not an ed25519 private key")
-    return key

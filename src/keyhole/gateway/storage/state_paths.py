@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from keyhole.gateway.errors import StateMissing
+from keyhole.verifier import gateway_state
 
 
 @dataclass(frozen=True)
@@ -15,7 +16,7 @@ class StatePaths:
 
     @property
     def database(self) -> Path:
-        return self.root / "keyhole.db"
+        return self.root / gateway_state.DATABASE
 
     @property
     def ca_cert(self) -> Path:
@@ -35,7 +36,7 @@ class StatePaths:
 
     @property
     def signing_key(self) -> Path:
-        return self.root / "signing.key"
+        return self.root / gateway_state.SIGNING_KEY
 
     @property
     def token_key(self) -> Path:
