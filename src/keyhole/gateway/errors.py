@@ -15,3 +15,20 @@ class StateMissing(GatewayError):
 
 class AuthError(GatewayError):
     """Credentials that are missing, wrong, expired or revoked."""
+
+
+class ApiError(GatewayError):
+    """A request refused with this HTTP status; the message is the one line the caller sees."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Forbidden(ApiError):
+    """A 403: the caller is known and may not do this. Every one is recorded in the audit log (see
+    `api.error_answers.install_error_handlers`), named by `action` or else by the route."""
+
+    def __init__(self, message: str, action: str | None = None) -> None:
+        super().__init__(403, message)
+        self.action = action

@@ -13,7 +13,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from keyhole.gateway.access.policy import Policy
-from keyhole.gateway.api.error_answers import ApiError, Forbidden
+from keyhole.gateway.errors import ApiError, Forbidden
 from keyhole.gateway.identity.tokens import Caller
 from keyhole.gateway.sessions.debug_sessions import ACCESS_REVOKED, end_session
 from keyhole.gateway.storage.models import AccessApproval, AccessRequest, DebugSession, User

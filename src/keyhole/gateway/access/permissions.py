@@ -16,8 +16,8 @@ from sqlalchemy.orm import Session
 
 from keyhole.gateway.access.approvals import APPROVED, active_grant
 from keyhole.gateway.access.policy import ADMIN_ABILITIES, LONGEST_SESSION, Policy, Role
-from keyhole.gateway.api.error_answers import ApiError, Forbidden
 from keyhole.gateway.context import GatewayContext
+from keyhole.gateway.errors import ApiError, Forbidden
 from keyhole.gateway.identity.tokens import Caller
 from keyhole.gateway.sessions.debug_sessions import MAX_TTL, Observer
 from keyhole.gateway.storage.models import AccessRequest

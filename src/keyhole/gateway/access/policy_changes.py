@@ -24,10 +24,9 @@ from sqlalchemy.orm import Session
 
 from keyhole.gateway.access.permissions import grant_under
 from keyhole.gateway.access.policy import Policy, PolicyError, parse_policy
-from keyhole.gateway.api.error_answers import ApiError
 from keyhole.gateway.audit.log import append
 from keyhole.gateway.context import GatewayContext
-from keyhole.gateway.errors import GatewayError
+from keyhole.gateway.errors import ApiError, GatewayError
 from keyhole.gateway.sessions.debug_sessions import POLICY_CHANGED, end_session
 from keyhole.gateway.sessions.probe_commands import remove_probe
 from keyhole.gateway.storage.models import AccessRequest, DebugSession, ProbeRecord, User

@@ -10,8 +10,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from keyhole.gateway.api.error_answers import ApiError
-from keyhole.gateway.errors import AuthError, GatewayError
+from keyhole.gateway.errors import ApiError, AuthError, GatewayError
 from keyhole.gateway.storage.models import AgentCredential, Instance
 
 # Last contact is written at most this often per instance: every poll writing would be a hot row.

@@ -12,24 +12,9 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from keyhole.gateway.errors import AuthError, GatewayError
+from keyhole.gateway.errors import ApiError, AuthError, GatewayError
 
 _log = logging.getLogger("keyhole.gateway")
-
-
-class ApiError(GatewayError):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class Forbidden(ApiError):
-    """A 403: the caller is known and may not do this. Every one is recorded in the audit log (see
-    `install_error_handlers`), named by `action` or else by the route."""
-
-    def __init__(self, message: str, action: str | None = None) -> None:
-        super().__init__(403, message)
-        self.action = action
 
 
 # Records a refusal before it is answered: (request, the refusal).

@@ -9,9 +9,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
-from keyhole.gateway.api.error_answers import ApiError, Forbidden
 from keyhole.gateway.audit.log import append
 from keyhole.gateway.context import GatewayContext
+from keyhole.gateway.errors import ApiError, Forbidden
 from keyhole.gateway.identity.tokens import Caller
 
 _log = logging.getLogger("keyhole.gateway")

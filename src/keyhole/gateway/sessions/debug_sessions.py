@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 
-from keyhole.gateway.api.error_answers import ApiError, Forbidden
+from keyhole.gateway.errors import ApiError, Forbidden
 from keyhole.gateway.identity.tokens import Caller
 from keyhole.gateway.storage.models import DebugSession, EventRecord, ProbeRecord
 

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from keyhole.gateway.api.error_answers import ApiError
+from keyhole.gateway.errors import ApiError
 from keyhole.gateway.storage.models import DebugSession, ProbeRecord, ProbeStatus
 from keyhole.protocol.errors import SpecError
 from keyhole.protocol.link import ProbeCommand

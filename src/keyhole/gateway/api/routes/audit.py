@@ -13,9 +13,9 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from keyhole.gateway.api.callers import AuditReader, Gateway
-from keyhole.gateway.api.error_answers import ApiError
 from keyhole.gateway.audit import log as audit_log
 from keyhole.gateway.audit import tree_store as audit_tree
+from keyhole.gateway.errors import ApiError
 from keyhole.gateway.storage.models import AuditEntry
 from keyhole.protocol.durations import parse_duration
 from keyhole.protocol.errors import SpecError

@@ -12,8 +12,8 @@ from pydantic import BaseModel, BeforeValidator, Field
 
 from keyhole.gateway.agents.enrollment import DEFAULT_TOKEN_TTL, MAX_TOKEN_TTL, MintedToken, mint_token, redeem
 from keyhole.gateway.api.callers import EnrollmentAdmin, Gateway
-from keyhole.gateway.api.error_answers import ApiError
 from keyhole.gateway.audit.log import append
+from keyhole.gateway.errors import ApiError
 from keyhole.protocol.durations import format_duration, parse_duration
 from keyhole.protocol.errors import SpecError
 from keyhole.protocol.link import ENROLL_PATH, check_labels, check_service

@@ -19,11 +19,11 @@ from keyhole.gateway.agents import instances
 from keyhole.gateway.agents.enrollment import renew
 from keyhole.gateway.agents.event_ingest import Uploader, prepare, save
 from keyhole.gateway.api.callers import Gateway
-from keyhole.gateway.api.error_answers import ApiError
 from keyhole.gateway.api.routes.enroll import Labels, ServiceName
 from keyhole.gateway.api.tls_peer import peer_name
 from keyhole.gateway.audit.log import append
 from keyhole.gateway.context import GatewayContext
+from keyhole.gateway.errors import ApiError
 from keyhole.gateway.storage.models import ProbeStatus
 from keyhole.protocol.events import DISABLED
 from keyhole.protocol.link import (

@@ -12,8 +12,8 @@ from starlette.concurrency import run_in_threadpool
 from keyhole.gateway.access.policy import PolicyError, parse_policy
 from keyhole.gateway.access.policy_changes import Applied, default_policy_path, put_in_force
 from keyhole.gateway.api.callers import Gateway, PolicyAdmin
-from keyhole.gateway.api.error_answers import ApiError
 from keyhole.gateway.context import GatewayContext
+from keyhole.gateway.errors import ApiError
 from keyhole.gateway.storage.models import User
 
 router = APIRouter(prefix="/v1/policy", tags=["policy"])

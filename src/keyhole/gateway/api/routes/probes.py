@@ -11,9 +11,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from keyhole.gateway.access.permissions import check_probe, observer, still_in_force
 from keyhole.gateway.agents import instances
 from keyhole.gateway.api.callers import AnyUser, Gateway
-from keyhole.gateway.api.error_answers import ApiError, Forbidden
 from keyhole.gateway.audit.log import append
 from keyhole.gateway.context import GatewayContext
+from keyhole.gateway.errors import ApiError, Forbidden
 from keyhole.gateway.sessions import debug_sessions as sessions
 from keyhole.gateway.sessions.probe_commands import create_probe, remove_probe, session_probe, session_probes, statuses
 from keyhole.gateway.storage.models import Instance, ProbeRecord, ProbeStatus

@@ -15,10 +15,10 @@ from keyhole.gateway.access.permissions import check_session, grant_still_live, 
 from keyhole.gateway.access.policy import LONGEST_SESSION
 from keyhole.gateway.agents import instances
 from keyhole.gateway.api.callers import AnyUser, Gateway
-from keyhole.gateway.api.error_answers import ApiError
 from keyhole.gateway.api.routes.enroll import ServiceName, seconds
 from keyhole.gateway.audit.log import append
 from keyhole.gateway.context import GatewayContext
+from keyhole.gateway.errors import ApiError
 from keyhole.gateway.identity.tokens import Caller
 from keyhole.gateway.sessions import debug_sessions as sessions
 from keyhole.gateway.storage.models import DebugSession, ProbeRecord, ProbeStatus, User

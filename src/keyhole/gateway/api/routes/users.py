@@ -8,8 +8,8 @@ from sqlalchemy import select
 
 from keyhole.gateway.access.permissions import abilities
 from keyhole.gateway.api.callers import Gateway, UsersAdmin
-from keyhole.gateway.api.error_answers import ApiError, Forbidden
 from keyhole.gateway.audit.log import append
+from keyhole.gateway.errors import ApiError, Forbidden
 from keyhole.gateway.identity.users import ROLES, UserError, UserExists, add_user
 from keyhole.gateway.storage.models import User
 
