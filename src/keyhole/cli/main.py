@@ -106,14 +106,16 @@ def events(
     show_events(file, as_json=as_json, probe=probe, follow=follow)
 
 
-from keyhole.cli.admin.agent_commands import agent_app, agents  # noqa: E402
+from keyhole.cli.admin.agent_commands import agent_app  # noqa: E402
 from keyhole.cli.admin.audit_commands import audit_app  # noqa: E402
 from keyhole.cli.admin.gateway_commands import gateway_app  # noqa: E402
 from keyhole.cli.admin.policy_commands import policy_app  # noqa: E402
+from keyhole.cli.admin.user_commands import user_app  # noqa: E402
 from keyhole.cli.demo import demo  # noqa: E402
 from keyhole.cli.engineer import probe_commands  # noqa: E402
 from keyhole.cli.engineer.access_commands import access_app  # noqa: E402
-from keyhole.cli.engineer.account_commands import login, logout, user_app  # noqa: E402
+from keyhole.cli.engineer.agent_list import agents  # noqa: E402
+from keyhole.cli.engineer.login_commands import login, logout  # noqa: E402
 from keyhole.cli.engineer.session_commands import session_app  # noqa: E402
 
 app.add_typer(gateway_app, name="gateway")

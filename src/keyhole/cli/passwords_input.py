@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import getpass
 import sys
+from typing import Annotated
+
+import typer
 
 from keyhole.cli.errors import CliError
+
+PasswordStdin = Annotated[bool, typer.Option("--password-stdin", help="Read the password from stdin.")]
 
 
 def read_password(from_stdin: bool, prompt: str, confirm: bool = False) -> str:

@@ -1,4 +1,4 @@
-"""`keyhole login`, `keyhole logout` and `keyhole user add`: an engineer's credentials and accounts."""
+"""`keyhole login` and `keyhole logout`: an engineer's credentials for a gateway."""
 
 from __future__ import annotations
 
@@ -9,11 +9,7 @@ import typer
 
 from keyhole.cli import credentials
 from keyhole.cli.errors import CliError
-from keyhole.cli.passwords_input import read_password
-
-user_app = typer.Typer(help="Manage local user accounts (admin).", no_args_is_help=True)
-
-PasswordStdin = Annotated[bool, typer.Option("--password-stdin", help="Read the password from stdin.")]
+from keyhole.cli.passwords_input import PasswordStdin, read_password
 
 
 def login(
@@ -71,26 +67,3 @@ def logout() -> None:
     gateway_client.expect(response, 204)
     credentials.forget()
     typer.echo(f"logged out of {login.gateway}; both tokens are revoked")
-
-
-@user_app.command("add")
-def user_add(
-    name: Annotated[str, typer.Argument(help="The new user's name.", show_default=False)],
-    role: Annotated[str, typer.Option("--role", help="admin or engineer.")] = "engineer",
-    password_stdin: PasswordStdin = False,
-) -> None:
-    """Create a local account (argon2id password hash). Needs an admin login."""
-    from keyhole.cli import gateway_client
-
-    password = read_password(password_stdin, f"password for the new user {name}: ", confirm=True)
-    created = gateway_client.api("POST", "/v1/users", {"name": name, "password": password, "role": role}, ok=(201,))
-    typer.echo(f"user {created['name']} created ({created['role']})")
-
-
-@user_app.command("list")
-def user_list() -> None:
-    """List local accounts. Needs an admin login."""
-    from keyhole.cli import gateway_client
-
-    for entry in gateway_client.api("GET", "/v1/users"):
-        typer.echo(f"{entry['name']}\t{entry['role']}")
