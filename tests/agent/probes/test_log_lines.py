@@ -6,6 +6,7 @@ from __future__ import annotations
 import enum
 
 from keyhole.agent import Agent
+from tests.agent.traps import CALLS, Trap
 from tests.helpers import Collector, ModuleMaker, line_of, rel
 
 SOURCE = """
@@ -72,3 +73,28 @@ def test_other_values_and_names_take_the_evaluator(modules: ModuleMaker, agent: 
         [1, 2],
     )
     assert message == "level=1 items=[1, 2] rate=0.5 missing=<error: name 'nope' is not defined at this line>"
+
+
+def test_an_int_too_long_to_print_is_an_error_event_and_the_probe_goes_on(
+    modules: ModuleMaker, agent: Agent, collector: Collector
+) -> None:
+    module, path = modules.load(SOURCE)
+    line = line_of(path, "L-here")
+    for probe_id, template in (("fast", "n={count}"), ("slow", "n={count} r={RATE}"), ("expr", "n={count + 1}")):
+        agent.add_probe({"id": probe_id, "kind": "log", "file": rel(path), "line": line, "template": template}).wait()
+    module.handle("bob", 10**5000, 0.0, False, None, None, [])
+    module.handle("bob", 7, 0.0, False, None, None, [])
+    for probe_id in ("fast", "slow", "expr"):
+        logs = collector.wait(probe_id, "log", count=2)
+        assert "too long to print" in logs[0]["message"], logs[0]
+        assert logs[1]["message"].startswith("n=" + ("8" if probe_id == "expr" else "7"))
+        errors = collector.of(probe_id, "error")
+        assert errors and "too long to print" in errors[0]["error"]
+        assert not collector.of(probe_id, "disabled")
+
+
+def test_the_fast_path_never_hashes_a_locals_class(modules: ModuleMaker, agent: Agent, collector: Collector) -> None:
+    CALLS.clear()
+    message = _log(modules, agent, collector, "{name} {count}", Trap(), 1, 0.0, False, None, None, [])
+    assert CALLS == []
+    assert message.startswith("tests.agent.traps.Trap(") or message.startswith("<"), message

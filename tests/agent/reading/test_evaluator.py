@@ -83,6 +83,7 @@ CASES = [
     ("abs(-3) + round(2.567, 2)", 5.57),
     ("int('12') + float('0.5')", 12.5),
     ("str(42) + str(None)", "42None"),
+    ("str(True) + str(order.paid)", "TrueFalse"),
     ("bool([]) or bool(0)", False),
     ("typename(order)", "tests.agent.reading.test_evaluator.Order"),
     ("isinstance(order, 'Order') and not isinstance(order, 'Item')", True),

@@ -37,7 +37,7 @@ class _FastTemplate(NamedTuple):
     single: bool
 
 
-_FAST_FORMAT_TYPES = frozenset({str, int, float, bool, type(None)})
+_FAST_FORMAT_IDS = frozenset(map(id, (str, int, float, bool, type(None))))
 
 
 class LogProbe(LineProbe):
@@ -84,9 +84,14 @@ class LogProbe(LineProbe):
             if values is not _MISSING:
                 if fast.single:
                     values = (values,)
-                if set(map(type, values)) <= _FAST_FORMAT_TYPES:
-                    self._ship(fast.layout % values, now, admitted, None)
-                    return
+                if set(map(id, map(type, values))) <= _FAST_FORMAT_IDS:  # by id: hashing a type runs its metaclass
+                    try:
+                        text = fast.layout % values
+                    except ValueError:  # an int too long to print: the long way says so
+                        text = None
+                    if text is not None:
+                        self._ship(text, now, admitted, None)
+                        return
         self._slow_emit(frame, scope, now, admitted)
 
     def _slow_emit(self, frame: FrameType, scope: Scope | None, now: float, admitted: int) -> None:
@@ -105,10 +110,12 @@ class LogProbe(LineProbe):
                     cls = type(value)
                     if cls is str:
                         out.append(value if len(value) <= _MESSAGE_KEEP else value[:_MESSAGE_KEEP])
-                    elif cls is int:
-                        out.append(int.__repr__(value))
                     else:
-                        out.append(format_value(value, "", names))
+                        try:
+                            out.append(format_value(value, "", names))
+                        except EvalError as exc:
+                            error = exc
+                            out.append(f"<error: {exc}>")
                     continue
             try:
                 if scope is None:

@@ -18,7 +18,7 @@ def _none(value: None) -> str:
     return "None"
 
 
-_FAST_STR: dict[int, Any] = {id(int): int.__repr__, id(float): float.__repr__, id(type(None)): _none}
+_FAST_STR: dict[int, Any] = {id(int): safe_operations.int_text, id(float): float.__repr__, id(type(None)): _none}
 _FAST_SPEC_IDS = frozenset({id(int), id(float), id(str)})
 
 

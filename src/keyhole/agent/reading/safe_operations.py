@@ -310,6 +310,8 @@ def describe(value: object) -> str:
     if cls is str:
         text = str.__repr__(value)
         return text if len(text) <= 60 else text[:57] + "...'"
+    if cls is int and int.bit_length(value) > 64:
+        return f"<int of {int.bit_length(value)} bits>"
     if (id(cls) in SCALAR_IDS or id(cls) in _DECIMAL_IDS) and cls is not bytes:
         return plain_str(value)
     return f"<{type_name(value)}>"
@@ -329,10 +331,29 @@ def tz_trusted(value: object) -> bool:
     return True
 
 
+# Digits an int may have to be printed, whatever the application set with sys.set_int_max_str_digits
+# (0 means no limit, and the conversion is quadratic in the digits): CPython's own default.
+MAX_INT_DIGITS = 4300
+_MAX_INT_BITS = 14_284  # 2**14284 < 10**4300
+
+
+def int_text(value: int) -> str:
+    """The decimal text of an int (an int subclass's by its value), or UnsafeOperation for one too
+    long to print: an ordinary error, like any other value keyhole will not show."""
+    bits = int.bit_length(value)
+    if bits <= _MAX_INT_BITS:
+        try:
+            text: str = int.__repr__(value)
+            return text
+        except ValueError:  # the application lowered the interpreter's limit
+            pass
+    raise UnsafeOperation(f"an int of {bits} bits is too long to print (the limit is {MAX_INT_DIGITS} digits)")
+
+
 _STR_OF: dict[int, Any] = {
     id(str): str.__str__,
-    id(int): int.__repr__,
-    id(bool): int.__repr__,
+    id(int): int_text,
+    id(bool): bool.__repr__,
     id(float): float.__repr__,
     id(complex): complex.__repr__,
     id(bytes): bytes.__repr__,
