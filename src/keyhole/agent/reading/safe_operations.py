@@ -16,7 +16,7 @@ import operator
 import sys
 import types
 from collections.abc import Iterable, Iterator
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from keyhole.agent.errors import KeyMissing, UnsafeOperation
 from keyhole.agent.reading.decimals import DECIMAL_TYPES, isolated
@@ -310,8 +310,8 @@ def describe(value: object) -> str:
     if cls is str:
         text = str.__repr__(value)
         return text if len(text) <= 60 else text[:57] + "...'"
-    if cls is int and int.bit_length(value) > 64:
-        return f"<int of {int.bit_length(value)} bits>"
+    if cls is int and int.bit_length(cast(int, value)) > 64:
+        return f"<int of {int.bit_length(cast(int, value))} bits>"
     if (id(cls) in SCALAR_IDS or id(cls) in _DECIMAL_IDS) and cls is not bytes:
         return plain_str(value)
     return f"<{type_name(value)}>"
