@@ -158,7 +158,8 @@ def _status(event: dict[str, Any]) -> str:
         if key in event:
             return str(event[key])
     if kind in ("stats", "removed"):
-        return " ".join(f"{k}={event[k]}" for k in ("hits", "emitted", "suppressed", "errors", "cpu_ms") if k in event)
+        keys = ("hits", "emitted", "suppressed", "errors", "cpu_ms", "no_stack")
+        return " ".join(f"{k}={event[k]}" for k in keys if k in event)
     if kind == "dropped":
         return f"{event.get('count')} events dropped (the agent's queue was full)"
     return ""

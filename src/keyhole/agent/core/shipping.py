@@ -50,6 +50,7 @@ _META = frozenset(
         "emitted",
         "errors",
         "cpu_ms",
+        "no_stack",
         "service",
         "python",
         "keyhole",

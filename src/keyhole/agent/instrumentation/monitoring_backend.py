@@ -91,7 +91,10 @@ class MonitoringBackend(Backend):
         for counter in counters:
             counter()
         for call in calls:
-            call()
+            try:
+                call()
+            except RecursionError:  # no stack room for the hit: skipped and counted, never raised
+                call.__self__.no_stack += 1
         return None
 
     def _on_start(self, code: CodeType, offset: int) -> Any:
@@ -100,20 +103,29 @@ class MonitoringBackend(Backend):
         site = self._entry.get(id(code))
         if site is None:
             return None if self._on_main is not None else self._DISABLE
-        site.run_enter(_getframe(1))
+        try:
+            site.run_enter(_getframe(1))
+        except RecursionError:  # no stack room even for the site: the hit is skipped
+            pass
         return None
 
     def _on_return(self, code: CodeType, offset: int, value: Any) -> Any:
         site = self._exit.get(id(code))
         if site is None:
             return self._DISABLE
-        site.run_return(_getframe(1), value)
+        try:
+            site.run_return(_getframe(1), value)
+        except RecursionError:
+            pass
         return None
 
     def _on_unwind(self, code: CodeType, offset: int, exc: BaseException) -> None:
         site = self._unwind.get(id(code))
         if site is not None:
-            site.run_unwind(_getframe(1), exc)
+            try:
+                site.run_unwind(_getframe(1), exc)
+            except RecursionError:
+                pass
 
     # --- installing ---
     def apply(self, plans: dict[int, CodePlan], changed: list[CodeType], paths: set[str]) -> list[str]:

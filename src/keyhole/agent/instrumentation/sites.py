@@ -19,11 +19,14 @@ class LineTarget(Protocol):
     """What a line site calls: a probe's C counter, or else its on_line (keyhole.agent.probes)."""
 
     counter: Callable[[], object] | None
+    no_stack: int  # hits skipped for want of stack room
 
     def on_line(self) -> None: ...
 
 
 class UnwindTarget(Protocol):
+    no_stack: int
+
     def on_unwind(self, frame: FrameType, exc: BaseException) -> None: ...
 
 
@@ -59,7 +62,13 @@ class LineSite:
         for counter in self.counters:
             counter()
         for call in self.calls:
-            call()
+            try:
+                call()
+            except RecursionError:
+                # No stack room for the probe: the application is near its recursion limit. The hit
+                # is skipped and counted, inline (a call would need the room that is missing), and
+                # the RecursionError, keyhole's own, never reaches the application.
+                call.__self__.no_stack += 1  # type: ignore[attr-defined]
 
 
 class FunctionSite:
@@ -75,25 +84,50 @@ class FunctionSite:
 
     def run_enter(self, frame: FrameType) -> None:
         for probe in self.entry:
-            probe.on_enter(frame)
+            try:
+                probe.on_enter(frame)
+            except RecursionError:
+                probe.no_stack += 1
 
     def run_return(self, frame: FrameType, value: Any) -> None:
         for probe in self.exit:
-            probe.on_return(frame, value)
+            try:
+                probe.on_return(frame, value)
+            except RecursionError:
+                probe.no_stack += 1
 
     def run_unwind(self, frame: FrameType, exc: BaseException) -> None:
         for probe in self.unwind:
-            probe.on_unwind(frame, exc)
+            try:
+                probe.on_unwind(frame, exc)
+            except RecursionError:
+                probe.no_stack += 1
 
-    # Called by injected bytecode (Python 3.11).
+    # Called by injected bytecode (Python 3.11): the loops again, not a call to run_*, so that a hit
+    # needs one frame less of the application's stack.
     def enter(self) -> None:
-        self.run_enter(_getframe(1))
+        frame = _getframe(1)
+        for probe in self.entry:
+            try:
+                probe.on_enter(frame)
+            except RecursionError:
+                probe.no_stack += 1
 
     def leave(self, value: Any) -> None:
-        self.run_return(_getframe(1), value)
+        frame = _getframe(1)
+        for probe in self.exit:
+            try:
+                probe.on_return(frame, value)
+            except RecursionError:
+                probe.no_stack += 1
 
     def fail(self, exc: BaseException) -> None:
-        self.run_unwind(_getframe(1), exc)
+        frame = _getframe(1)
+        for probe in self.unwind:
+            try:
+                probe.on_unwind(frame, exc)
+            except RecursionError:
+                probe.no_stack += 1
 
 
 class CodePlan:

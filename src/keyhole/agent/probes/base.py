@@ -28,6 +28,7 @@ from keyhole.agent.probes.agent_thread import AgentThread
 from keyhole.agent.probes.rate_limit import RateLimiter
 from keyhole.agent.reading.capture import Capturer, NameFilter
 from keyhole.agent.reading.evaluator import CompiledExpression, compile_expression
+from keyhole.agent.reading.foreign_exceptions import from_application
 from keyhole.protocol import events as ev
 from keyhole.protocol.durations import format_duration
 from keyhole.protocol.limits import EXPRESSION_ERRORS_BEFORE_DISABLE, CaptureLimits
@@ -86,6 +87,7 @@ class Probe:
         self.suppressed = 0  # dropped before counting as a hit: rate limited, or disabled
         self.limited = 0  # counted as a hit, then dropped: process capture rate, log bytes per second
         self.errors = 0
+        self.no_stack = 0  # hits skipped because the application's stack had no room for them
         self.consecutive_errors = 0
         self.cost = 0.0  # seconds measured on application threads (admitted and evaluated hits)
         self.ship_cost = 0.0  # seconds spent on the agent's thread finishing this probe's events
@@ -127,7 +129,7 @@ class Probe:
         self._lock = threading.Lock()
         self._hits_base = counter_value(self._hits)
         self._admitted_base = counter_value(self._admitted)
-        self.suppressed = self.limited = self.errors = self.consecutive_errors = 0
+        self.suppressed = self.limited = self.errors = self.consecutive_errors = self.no_stack = 0
         self.cost = self.ship_cost = 0.0
 
     def disable(self, reason: str) -> None:
@@ -149,6 +151,7 @@ class Probe:
             "suppressed": self.suppressed + self.limited,
             "errors": self.errors,
             "cpu_ms": round((self.cost + self.ship_cost + self.hits * self.runtime.hit_overhead) * 1000, 3),
+            **({"no_stack": self.no_stack} if self.no_stack else {}),
         }
 
     # --- the hit ---
@@ -184,19 +187,27 @@ class Probe:
         if admitted < 0:
             self.disable(f"hit limit reached ({self.max_hits} events)")
 
-    def _failed(self, exc: Exception, now: float) -> None:
+    def _failed(self, exc: Exception, now: float) -> bool:
+        """Account for an exception that ended a hit; True when it is the application's (a signal
+        handler's, an asynchronous one), which the caller re-raises into the application."""
+        if from_application(exc):
+            return True
+        if isinstance(exc, RecursionError):
+            # The application's stack had no room for the hit (see LineSite): skip it, count it.
+            self.no_stack += 1
+            return False
         if isinstance(exc, StepBudgetExceeded):
             self.disable(f"expression cost budget exceeded: {exc}")
-            return
+            return False
         if not isinstance(exc, EvalError):
             # A defect in keyhole, not in the user's expression: stop this probe and say so.
             self.disable(f"internal error in keyhole ({type(exc).__name__}: {exc}); the probe was stopped")
-            return
+            return False
         self.errors += 1
         self.consecutive_errors += 1
         if self.consecutive_errors >= EXPRESSION_ERRORS_BEFORE_DISABLE:
             self.disable(f"expression failed {self.consecutive_errors} times in a row; last error: {exc}")
-            return
+            return False
         if self._error_limiter.try_acquire(now):
             event = self._event(ev.ERROR, now)
             event["error"] = str(exc)
@@ -206,6 +217,7 @@ class Probe:
             self.runtime.emit(event)
         else:
             self._suppressed_errors += 1
+        return False
 
     def _event(self, kind: str, now: float) -> dict[str, Any]:
         return {"probe": self.id, "kind": kind, "ts": now, "thread": _ident()}

@@ -67,6 +67,7 @@ class ExceptionProbe(Probe):
             self.runtime.emit(event)
             self._after_emit(admitted)
         except Exception as error:
-            self._failed(error, now)
+            if self._failed(error, now):
+                raise
         finally:
             self.cost += _clock() - now

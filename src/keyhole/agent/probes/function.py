@@ -72,7 +72,8 @@ class FunctionProbe(Probe):
             self.runtime.emit(event)
             self._after_emit(admitted)
         except Exception as exc:
-            self._failed(exc, now)
+            if self._failed(exc, now):
+                raise
         finally:
             self.cost += _clock() - now
 
@@ -90,7 +91,8 @@ class FunctionProbe(Probe):
             event["duration_ms"] = round((now - began) * 1000, 4)
             self.runtime.emit(event)
         except Exception as exc:
-            self._failed(exc, now)
+            if self._failed(exc, now):
+                raise
         finally:
             self.cost += _clock() - now
 

@@ -40,7 +40,8 @@ class LineProbe(Probe):
             if admitted:
                 self.emit(frame, scope, now, admitted)
         except Exception as exc:
-            self._failed(exc, now)
+            if self._failed(exc, now):
+                raise
         finally:
             self.cost += _clock() - now
 

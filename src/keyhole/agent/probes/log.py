@@ -16,6 +16,7 @@ from keyhole.agent.probes.rate_limit import ByteBudget
 from keyhole.agent.reading import safe_types
 from keyhole.agent.reading.capture import TEXT_MARGIN
 from keyhole.agent.reading.evaluator import CompiledExpression, compile_expression
+from keyhole.agent.reading.foreign_exceptions import from_application
 from keyhole.agent.reading.formatting import format_value
 from keyhole.agent.reading.scope import Scope, frame_locals_of
 from keyhole.protocol import events as ev
@@ -79,7 +80,9 @@ class LogProbe(LineProbe):
         if fast is not None:
             try:
                 values = fast.lookup(scope.locals if scope is not None else frame_locals_of(frame))
-            except Exception:  # not all locals (a global, a missing name, opaque locals): the long way
+            except Exception as exc:  # not all locals (a global, a missing name, opaque locals): the long way
+                if isinstance(exc, RecursionError) or from_application(exc):
+                    raise
                 values = _MISSING
             if values is not _MISSING:
                 if fast.single:

@@ -77,7 +77,8 @@ class MetricProbe(LineProbe):
             self.consecutive_errors = 0
             self._after_emit(admitted)
         except Exception as exc:
-            self._failed(exc, now)
+            if self._failed(exc, now):
+                raise
         finally:
             self.cost += _clock() - now
 

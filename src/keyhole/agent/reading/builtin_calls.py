@@ -9,6 +9,7 @@ from typing import Any
 
 from keyhole.agent.errors import EvalError
 from keyhole.agent.reading import decimals, safe_operations, safe_types
+from keyhole.agent.reading.foreign_exceptions import from_application
 from keyhole.agent.reading.scope import Scope
 
 
@@ -94,6 +95,8 @@ def _convert(kind: type) -> Callable[[list[Any], Scope], Any]:
             try:
                 return decimals.to_float(value) if kind is float else decimals.to_int(value)
             except ArithmeticError as exc:  # the decimal module signals (a signalling NaN)
+                if from_application(exc):
+                    raise
                 raise EvalError(
                     f"{kind.__name__}() of {safe_operations.describe(value)}: {type(exc).__name__}"
                 ) from None

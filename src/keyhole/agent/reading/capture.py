@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from keyhole.agent.reading import decimals, safe_attributes, safe_operations, safe_types
+from keyhole.agent.reading.foreign_exceptions import from_application
 from keyhole.protocol.limits import DEFAULT_CAPTURE, CaptureLimits
 from keyhole.protocol.redaction import MARKER_KEY as MARKER
 from keyhole.protocol.redaction import NAME_CLASS, TYPE_CLASS, RedactionRules
@@ -198,7 +199,11 @@ class Capturer:
             if cls is dict:
                 return self._dict(value, "dict", depth)
             return self._complex(value, cls, depth)
+        except RecursionError:
+            raise  # no stack room: the probe skips the hit
         except Exception as exc:  # a capture must never fail the event: say what could not be read
+            if from_application(exc):
+                raise
             del self._active[active:]
             return {"@type": safe_types.type_name(value), "@error": f"{type(exc).__name__}"}
 

@@ -20,6 +20,7 @@ from typing import Any
 from keyhole.agent.errors import EvalError, RedactedRead, StepBudgetExceeded
 from keyhole.agent.reading import decimals, safe_attributes, safe_operations, safe_types
 from keyhole.agent.reading.builtin_calls import ARITY, HELPERS
+from keyhole.agent.reading.foreign_exceptions import from_application
 from keyhole.agent.reading.method_calls import call_method
 from keyhole.agent.reading.operators import BINARY_OPERATORS, COMPARISONS, bounded
 from keyhole.agent.reading.scope import Scope
@@ -50,9 +51,13 @@ class CompiledExpression:
             return self._fn(scope)
         except EvalError:
             raise
+        except RecursionError:
+            raise  # no stack room: the probe skips the hit
         except (ArithmeticError, TypeError, ValueError, LookupError, AttributeError, UnicodeError) as exc:
+            if from_application(exc):
+                raise
             raise EvalError(f"{type(exc).__name__}: {exc}") from None
-        except (RecursionError, MemoryError) as exc:
+        except MemoryError as exc:
             raise EvalError(f"{type(exc).__name__} while evaluating") from None
 
 

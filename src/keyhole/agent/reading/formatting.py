@@ -7,6 +7,7 @@ from typing import Any
 from keyhole.agent.errors import EvalError
 from keyhole.agent.reading import decimals, safe_operations, safe_types
 from keyhole.agent.reading.capture import Capturer, LongText, NameFilter
+from keyhole.agent.reading.foreign_exceptions import from_application
 from keyhole.protocol.limits import CaptureLimits
 from keyhole.protocol.redaction import cut_text, redact_text
 
@@ -30,6 +31,8 @@ def format_value(value: Any, spec: str, names: NameFilter) -> str:
             try:
                 decimal_text: str = decimals.isolated(decimal_type.__format__, value, spec)
             except (ValueError, TypeError, ArithmeticError) as exc:
+                if from_application(exc):
+                    raise
                 raise EvalError(f"format spec {spec!r} does not fit a {safe_types.type_name(value)}: {exc}") from None
             return decimal_text
         if id(cls) in _FAST_SPEC_IDS or (
@@ -39,6 +42,8 @@ def format_value(value: Any, spec: str, names: NameFilter) -> str:
             try:
                 formatted: str = format(value, spec)
             except (ValueError, TypeError) as exc:
+                if from_application(exc):
+                    raise
                 raise EvalError(f"format spec {spec!r} does not fit a {safe_types.type_name(value)}: {exc}") from None
             return formatted
         raise EvalError(f"format spec {spec!r} applies to numbers and strings only (got {safe_types.type_name(value)})")

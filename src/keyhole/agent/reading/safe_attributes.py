@@ -14,6 +14,7 @@ from typing import Any, Final
 
 from keyhole.agent.errors import UnsafeOperation
 from keyhole.agent.reading.decimals import DECIMAL_TYPES
+from keyhole.agent.reading.foreign_exceptions import from_application
 from keyhole.agent.reading.safe_types import (
     BASE_BY_ID,
     MISSING,
@@ -67,7 +68,9 @@ def instance_dict(obj: object) -> dict[str, Any] | None:
         return None
     try:
         d = descriptor.__get__(obj, cls)
-    except (AttributeError, TypeError):
+    except (AttributeError, TypeError) as exc:
+        if from_application(exc):
+            raise
         return None
     return d if type(d) is dict else None
 
@@ -82,7 +85,9 @@ def instance_fields(obj: object) -> Iterator[tuple[str, Any]]:
     for name, member in layout(type(obj)).slots:
         try:
             value = member.__get__(obj, type(obj))
-        except AttributeError:
+        except AttributeError as exc:
+            if from_application(exc):
+                raise
             continue
         yield name, value
 
@@ -118,14 +123,18 @@ def get_attribute(obj: Any, name: str) -> Any:
         # No descriptor in the way: the generic lookup reads the instance storage or the plain class value.
         try:
             return _generic_getattr(obj, name)
-        except AttributeError:
+        except AttributeError as exc:
+            if from_application(exc):
+                raise
             raise UnsafeOperation(f"{layout(cls).qualname} object has no attribute {name!r}") from None
     ft = type(found)
     if ft is _MEMBER:
         # A slot or a C struct member: a raw read of stored data, never code.
         try:
             return found.__get__(obj, cls)
-        except AttributeError:
+        except AttributeError as exc:
+            if from_application(exc):
+                raise
             raise UnsafeOperation(f"attribute {name!r} is not set") from None
     if ft is _GETSET and id(found.__objclass__) in _READABLE_DESCRIPTOR_OWNER_IDS:
         return found.__get__(obj, cls)

@@ -20,6 +20,7 @@ from typing import Any, Final, cast
 
 from keyhole.agent.errors import KeyMissing, UnsafeOperation
 from keyhole.agent.reading.decimals import DECIMAL_TYPES, isolated
+from keyhole.agent.reading.foreign_exceptions import from_application
 from keyhole.agent.reading.safe_types import (
     BASE_BY_ID,
     CONTAINER_BASES,
@@ -152,6 +153,8 @@ def _compare_decimals(compare: Any, op: str, a: object, b: object) -> bool:
     try:
         return bool(isolated(compare, a, b))
     except ArithmeticError as exc:  # the decimal module signals: a NaN, or a trapped float operand
+        if from_application(exc):
+            raise
         raise UnsafeOperation(
             f"{describe(a)} {op} {describe(b)} is undefined for Decimals ({type(exc).__name__})"
         ) from None
@@ -247,7 +250,9 @@ def get_item(obj: Any, key: Any) -> Any:
         raise UnsafeOperation(f"index must be an integer (got {layout(type(key)).qualname})")
     try:
         return base.__getitem__(obj, key)
-    except IndexError:
+    except IndexError as exc:
+        if from_application(exc):
+            raise
         raise UnsafeOperation(f"index {key!r} out of range") from None
 
 
@@ -345,7 +350,9 @@ def int_text(value: int) -> str:
         try:
             text: str = int.__repr__(value)
             return text
-        except ValueError:  # the application lowered the interpreter's limit
+        except ValueError as exc:  # the application lowered the interpreter's limit
+            if from_application(exc):
+                raise
             pass
     raise UnsafeOperation(f"an int of {bits} bits is too long to print (the limit is {MAX_INT_DIGITS} digits)")
 

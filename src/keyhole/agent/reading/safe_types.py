@@ -15,6 +15,7 @@ from typing import Any, Final
 
 from keyhole.agent.errors import UnsafeOperation
 from keyhole.agent.reading.decimals import decimal_base
+from keyhole.agent.reading.foreign_exceptions import from_application
 
 MISSING: Final = object()
 
@@ -92,7 +93,9 @@ def qualified_name(cls: type) -> str:
     try:
         qual = _qualname_of(cls)
         module = _module_of(cls)
-    except (AttributeError, TypeError):
+    except (AttributeError, TypeError) as exc:
+        if from_application(exc):
+            raise
         return "?"
     if type(qual) is not str:
         qual = "?"
